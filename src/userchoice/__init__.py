@@ -1,0 +1,34 @@
+"""userchoice: simulate ML markets where users choose among competing learners."""
+
+from userchoice.data.dataset import Dataset, Market
+from userchoice.data.synthetic import gaussian_mixture_market, trap_market
+from userchoice.engine import EngineSpec, Knobs, SimulationResult, knob_grid, make_knobs, simulate
+from userchoice.fitting import erm_init, pooled_fit
+from userchoice.models import MLP, Logistic, MaskedMultiSquared, Squared, make_family
+from userchoice.preferences import Preferences
+from userchoice.probing import ProbingSpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MLP",
+    "Dataset",
+    "EngineSpec",
+    "Knobs",
+    "Logistic",
+    "Market",
+    "MaskedMultiSquared",
+    "Preferences",
+    "ProbingSpec",
+    "SimulationResult",
+    "Squared",
+    "__version__",
+    "erm_init",
+    "gaussian_mixture_market",
+    "knob_grid",
+    "make_family",
+    "make_knobs",
+    "pooled_fit",
+    "simulate",
+    "trap_market",
+]

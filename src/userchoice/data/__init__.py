@@ -1,0 +1,5 @@
+"""Datasets and markets: arrays the engine runs on, with provenance."""
+
+from userchoice.data.dataset import Dataset, Market
+
+__all__ = ["Dataset", "Market"]

@@ -1,0 +1,103 @@
+"""Dataset (train/test arrays + names + provenance) and Market (a dataset with preferences)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from userchoice.preferences import Preferences
+
+
+def _as_2d(name: str, x: Any) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array [n_users, n_features], got shape {x.shape}")
+    return x
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Users z = (x, y) split into train and test; ``w`` is an optional rated mask [N, m]."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    w_train: np.ndarray | None = None
+    w_test: np.ndarray | None = None
+    feature_names: tuple[str, ...] = ()
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        x_train = _as_2d("x_train", self.x_train)
+        x_test = _as_2d("x_test", self.x_test)
+        if x_train.shape[1] != x_test.shape[1]:
+            raise ValueError(
+                f"x_test has {x_test.shape[1]} features but x_train has {x_train.shape[1]}"
+            )
+        if x_train.shape[0] < 1 or x_test.shape[0] < 1:
+            raise ValueError("x_train and x_test need at least one user each")
+        for split, x, y, w in (
+            ("train", x_train, self.y_train, self.w_train),
+            ("test", x_test, self.y_test, self.w_test),
+        ):
+            y = np.asarray(y)
+            if y.shape[:1] != x.shape[:1] or y.ndim not in (1, 2):
+                raise ValueError(
+                    f"y_{split} must have shape [{x.shape[0]}] or [{x.shape[0]}, m] to match "
+                    f"x_{split}, got {y.shape}"
+                )
+            if w is not None and np.shape(w) != y.shape:
+                raise ValueError(f"w_{split} must have the shape of y_{split} {y.shape}, "
+                                 f"got {np.shape(w)}")
+        if (self.w_train is None) != (self.w_test is None):
+            raise ValueError("w_train and w_test must both be given or both be None")
+        if np.asarray(self.y_train).shape[1:] != np.asarray(self.y_test).shape[1:]:
+            raise ValueError("y_train and y_test must have the same trailing shape")
+        if self.feature_names and len(self.feature_names) != x_train.shape[1]:
+            raise ValueError(
+                f"feature_names has {len(self.feature_names)} names for {x_train.shape[1]} features"
+            )
+
+    @property
+    def n_features(self) -> int:
+        return int(np.shape(self.x_train)[1])
+
+    @property
+    def n_train(self) -> int:
+        return int(np.shape(self.x_train)[0])
+
+
+@dataclass(frozen=True)
+class Market:
+    """What the engine runs on: a dataset plus every user's preferences (train and test).
+
+    Test users carry preferences too, so expected market shares, local losses and the
+    potential Φ can be measured on the held-out sample.
+    """
+
+    dataset: Dataset
+    preferences_train: Preferences
+    preferences_test: Preferences
+    name: str = "market"
+
+    def __post_init__(self) -> None:
+        ds = self.dataset
+        if len(self.preferences_train) != ds.n_train:
+            raise ValueError(
+                f"preferences_train has {len(self.preferences_train)} users, "
+                f"x_train has {ds.n_train}"
+            )
+        if len(self.preferences_test) != np.shape(ds.x_test)[0]:
+            raise ValueError(
+                f"preferences_test has {len(self.preferences_test)} users, "
+                f"x_test has {np.shape(ds.x_test)[0]}"
+            )
+        if self.preferences_train.n_learners != self.preferences_test.n_learners:
+            raise ValueError("preferences_train and preferences_test rank different learner counts")
+
+    @property
+    def n_learners(self) -> int:
+        return self.preferences_train.n_learners
