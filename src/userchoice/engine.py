@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -185,7 +186,7 @@ def validate_knobs(knobs: Knobs, spec: EngineSpec) -> None:
         values = np.asarray(getattr(knobs, name), dtype=float)
         bad = values[~ok(values)]
         if bad.size:
-            raise ValueError(f"{name}={bad.flat[0]!r} is out of range; allowed {allowed}")
+            raise ValueError(f"{name}={float(bad.flat[0])!r} is out of range; allowed {allowed}")
 
     check("tau", lambda v: (v >= 0) & (v <= 1), "[0, 1]")
     check("kappa", lambda v: (v >= 0) & (v <= 1), "[0, 1]")
@@ -543,30 +544,18 @@ def _run(
 ) -> tuple[dict[str, jax.Array], RunState]:
     ctx, state = _initial(spec, data, knobs, init_params)
     step = functools.partial(_step, spec, data, ctx)
-    dtype = jnp.dtype(spec.dtype)
-    n = spec.n_learners
+    zero_acc = _zero_acc(spec.n_learners, jnp.dtype(spec.dtype))
+    bounds = jnp.asarray(spec.eval_steps, jnp.int32)
 
-    def scan_steps(state: RunState, start: int | jax.Array, length: int) -> RunState:
-        ts = start + jnp.arange(length, dtype=jnp.int32)
-        state, _ = jax.lax.scan(lambda s, t: (step(s, t), None), state, ts)
-        return state
-
-    def block(state: RunState, start: jax.Array):
-        state = scan_steps(state._replace(acc=_zero_acc(n, dtype)), start, spec.eval_every)
+    def advance_and_evaluate(state: RunState, e: jax.Array):
+        # Steps between eval points e−1 and e (none before the first); the bounds are the same
+        # for every run, so under vmap this stays one loop and step/evaluate are traced once.
+        lo = jnp.where(e == 0, 0, bounds[jnp.maximum(e - 1, 0)])
+        state = jax.lax.fori_loop(lo, bounds[e], lambda t, s: step(s, t),
+                                  state._replace(acc=zero_acc))
         return state, _evaluate(spec, data, ctx, state)
 
-    first = _evaluate(spec, data, ctx, state)
-    n_blocks, remainder = divmod(spec.steps, spec.eval_every)
-    starts = jnp.arange(n_blocks, dtype=jnp.int32) * spec.eval_every
-    state, evals = jax.lax.scan(block, state, starts)
-    pieces = [jax.tree_util.tree_map(lambda a: a[None], first), evals]
-    if remainder:
-        state = scan_steps(state._replace(acc=_zero_acc(n, dtype)), n_blocks * spec.eval_every,
-                           remainder)
-        last = _evaluate(spec, data, ctx, state)
-        pieces.append(jax.tree_util.tree_map(lambda a: a[None], last))
-    metrics = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *pieces)
-    return metrics, state
+    return jax.lax.scan(advance_and_evaluate, state, jnp.arange(bounds.size))[::-1]
 
 
 @functools.lru_cache(maxsize=64)
@@ -604,6 +593,33 @@ class SimulationResult:
     def final(self, name: str) -> np.ndarray:
         """The metric at the last evaluation point, [R, ...]."""
         return self.metrics[name][:, -1]
+
+    def summarise(
+        self, metric: str, by: tuple[str, ...] = ("p",), step: int = -1
+    ) -> list[dict[str, Any]]:
+        """Mean and standard error over the runs sharing the knob values ``by``.
+
+        One row per distinct combination (in first-seen order) with ``mean`` and ``sem``
+        (NaN with a single run) of ``metric`` at eval index ``step``, plus ``n_runs``.
+        """
+        unknown = set(by) - set(Knobs._fields)
+        if unknown:
+            raise ValueError(
+                f"by must name knobs from {list(Knobs._fields)}, got {sorted(unknown)}"
+            )
+        values = self.metrics[metric][:, step]
+        columns = {name: np.asarray(getattr(self.knobs, name)) for name in by}
+        groups: dict[tuple, list[int]] = {}
+        for r in range(self.n_runs):
+            groups.setdefault(tuple(columns[name][r].item() for name in by), []).append(r)
+        rows = []
+        for group_key, runs in groups.items():
+            group = values[runs]
+            sem = group.std(axis=0, ddof=1) / np.sqrt(len(runs)) if len(runs) > 1 else \
+                np.full(group.shape[1:], np.nan)
+            rows.append({**dict(zip(by, group_key, strict=True)), "n_runs": len(runs),
+                         "mean": group.mean(axis=0), "sem": sem})
+        return rows
 
     def run(self, index: int) -> SimulationResult:
         """The result of one run, with a run axis of length one."""
@@ -657,6 +673,19 @@ def _check_init_params(spec: EngineSpec, market: Market, init_params: Params) ->
             )
 
 
+_EXECUTABLES: dict[tuple, Any] = {}
+
+
+def _executable(spec: EngineSpec, data: MarketArrays, init: Params | None, part: Knobs) -> Any:
+    """Ahead-of-time compiled program for these shapes (cached), so compile time is measurable."""
+    shapes = jax.tree_util.tree_map(lambda a: (a.shape, str(a.dtype)), (data, init, part))
+    key = (spec, jax.config.jax_enable_x64, repr(shapes))
+    if key not in _EXECUTABLES:
+        fn = _compiled(spec, bool(jax.config.jax_enable_x64))
+        _EXECUTABLES[key] = fn.lower(data, init, part).compile()
+    return _EXECUTABLES[key]
+
+
 def simulate(
     market: Market,
     spec: EngineSpec,
@@ -671,39 +700,52 @@ def simulate(
     random initialisation. Runs go through the compiled program in chunks of ``chunk_size``
     (default from a memory budget); the last chunk is padded so every chunk reuses one
     compilation. ``progress(done, total)`` is called after each chunk.
+    ``timings`` separates compilation from simulation.
     """
-    import time
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    with jax.enable_x64(spec.dtype == "float64"):
+        validate_market(spec, market)
+        validate_knobs(knobs, spec)
+        if init_params is not None:
+            _check_init_params(spec, market, init_params)
+        return _simulate_chunks(market, spec, knobs, init_params, chunk_size, progress)
 
-    validate_market(spec, market)
-    validate_knobs(knobs, spec)
-    if init_params is not None:
-        _check_init_params(spec, market, init_params)
+
+def _simulate_chunks(
+    market: Market,
+    spec: EngineSpec,
+    knobs: Knobs,
+    init_params: Params | None,
+    chunk_size: int | None,
+    progress: Callable[[int, int], None] | None,
+) -> SimulationResult:
     n_runs = knobs.n_runs
     chunk = min(n_runs, chunk_size or default_chunk_size(spec, market))
-    if chunk < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    x64 = spec.dtype == "float64"
-    started = time.perf_counter()
-    with jax.enable_x64(x64):
-        dtype = jnp.dtype(spec.dtype)
-        data = market_arrays(market, dtype)
-        init = None if init_params is None else jax.tree_util.tree_map(
-            lambda a: jnp.asarray(a, dtype), init_params)
-        fn = _compiled(spec, x64)
-        outputs = []
-        for lo in range(0, n_runs, chunk):
-            idx = np.minimum(np.arange(lo, lo + chunk), n_runs - 1)  # pad with the last run
-            part = Knobs(
-                seed=jnp.asarray(np.asarray(knobs.seed)[idx], jnp.int32),
-                **{k: jnp.asarray(np.asarray(v)[idx], dtype)
-                   for k, v in knobs._asdict().items() if k != "seed"},
-            )
-            metrics, state = fn(data, init, part)
-            keep = min(chunk, n_runs - lo)
-            outputs.append(jax.tree_util.tree_map(
-                lambda a, keep=keep: np.asarray(a)[:keep], (metrics, state)))
-            if progress is not None:
-                progress(lo + keep, n_runs)
+    dtype = jnp.dtype(spec.dtype)
+    data = market_arrays(market, dtype)
+    init = None if init_params is None else jax.tree_util.tree_map(
+        lambda a: jnp.asarray(a, dtype), init_params)
+    timings = {"compile_seconds": 0.0, "run_seconds": 0.0}
+    outputs = []
+    for lo in range(0, n_runs, chunk):
+        idx = np.minimum(np.arange(lo, lo + chunk), n_runs - 1)  # pad with the last run
+        part = Knobs(
+            seed=jnp.asarray(np.asarray(knobs.seed)[idx], jnp.int32),
+            **{k: jnp.asarray(np.asarray(v)[idx], dtype)
+               for k, v in knobs._asdict().items() if k != "seed"},
+        )
+        started = time.perf_counter()
+        executable = _executable(spec, data, init, part)
+        compiled = time.perf_counter()
+        metrics, state = executable(data, init, part)
+        keep = min(chunk, n_runs - lo)
+        outputs.append(jax.tree_util.tree_map(lambda a, keep=keep: np.asarray(a)[:keep],
+                                              (metrics, state)))
+        timings["compile_seconds"] += compiled - started
+        timings["run_seconds"] += time.perf_counter() - compiled
+        if progress is not None:
+            progress(lo + keep, n_runs)
     metrics, state = jax.tree_util.tree_map(lambda *a: np.concatenate(a), *outputs)
     return SimulationResult(
         spec=spec,
@@ -713,7 +755,7 @@ def simulate(
         diverged_step=state.diverged_at,
         final_params=state.theta,
         final_update_all=state.theta_update_all,
-        timings={"seconds": time.perf_counter() - started},
+        timings=timings,
     )
 
 

@@ -36,7 +36,8 @@ def fit(
 ) -> Params:
     """Fit one learner on (x, y[, w]); returns its parameters (no learner axis).
 
-    ``ridge`` is the L2 weight per user (exact solvers) or added to the GD loss as ridge/2·|θ|².
+    Every path minimises mean loss + ``ridge``·|θ|² (exactly for least squares, by full-batch
+    gradient descent otherwise).
     """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -61,7 +62,7 @@ def fit(
 
     def objective(theta):
         penalty = sum(jnp.sum(a**2) for a in jax.tree_util.tree_leaves(theta))
-        return family.loss(family.score(theta, xj), yj, wj).mean() + 0.5 * ridge * penalty
+        return family.loss(family.score(theta, xj), yj, wj).mean() + ridge * penalty
 
     @jax.jit
     def descend(theta):
@@ -95,7 +96,7 @@ def pooled_fit(market: Market, family: Family, **options: Any) -> Params:
     return fit(family, ds.x_train, ds.y_train, ds.w_train, **options)
 
 
-def test_loss(market: Market, family: Family, theta: Params) -> float:
+def evaluate_loss(market: Market, family: Family, theta: Params) -> float:
     """Mean reported loss of one learner on the market's test users."""
     ds = market.dataset
     w = None if ds.w_test is None else jnp.asarray(ds.w_test)

@@ -64,6 +64,14 @@ class Preferences:
         if cost.ndim != 2:
             raise ValueError(f"cost must have shape [n_users, n_learners], got {cost.shape}")
         if favourite is not None:
+            favourite = np.asarray(favourite)
+            if favourite.shape != (cost.shape[0],):
+                raise ValueError(
+                    f"favourite must have one entry per user ({cost.shape[0]}), "
+                    f"got shape {favourite.shape}"
+                )
+            if favourite.size and (favourite.min() < 0 or favourite.max() >= cost.shape[1]):
+                raise ValueError(f"favourite entries must lie in [0, {cost.shape[1] - 1}]")
             cost = cost.copy()
             cost[np.arange(cost.shape[0]), np.asarray(favourite)] = -np.inf
         order = np.argsort(cost, axis=1, kind="stable")

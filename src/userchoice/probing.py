@@ -52,9 +52,10 @@ class ProbingSpec:
             raise ValueError(f"probers must not repeat a learner, got {self.probers}")
         for name in ("n_probe", "probe_batch"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.refresh_every, int) or self.refresh_every < 0:
+        refresh = self.refresh_every
+        if not isinstance(refresh, int) or isinstance(refresh, bool) or refresh < 0:
             raise ValueError(
                 f"refresh_every must be an integer >= 0 (0 = offline), got {self.refresh_every!r}"
             )
