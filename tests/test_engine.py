@@ -144,11 +144,19 @@ def test_run_alone_equals_run_inside_a_batch_of_64(mixture_market, dtype, rtol):
         assert not np.allclose(together.final_params[r], together.final_params[(r + 1) % 64])
 
 
-def test_chunking_does_not_change_results(mixture_market):
-    spec = EngineSpec(Logistic(), 3, 16, 20, eval_every=10, probing=probe([1], "median"))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_chunking_and_worker_threads_do_not_change_results(mixture_market, dtype):
+    spec = EngineSpec(Logistic(), 3, 16, 20, eval_every=10, dtype=dtype,
+                      probing=probe([1], "median"))
     knobs = mixed_knobs(7, 3, seed=4)._replace(kappa=np.zeros(7))
-    whole = simulate(mixture_market, spec, knobs)
-    assert_same_runs(whole, simulate(mixture_market, spec, knobs, chunk_size=3))
+    whole = simulate(mixture_market, spec, knobs, chunk_size=7)
+    serial = simulate(mixture_market, spec, knobs, chunk_size=3, workers=1)
+    threaded = simulate(mixture_market, spec, knobs, chunk_size=3, workers=3)
+    assert serial.final_params.dtype == np.dtype(dtype)
+    assert_same_runs(whole, serial)
+    # Same program, same inputs: which thread ran a chunk cannot matter at all.
+    for name in serial.metrics:
+        np.testing.assert_array_equal(serial.metrics[name], threaded.metrics[name], err_msg=name)
 
 
 def test_p_zero_reproduces_msgd_exactly(mixture_market):

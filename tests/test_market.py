@@ -44,8 +44,12 @@ def _random_market(rng, b, n):
     return jnp.asarray(losses), jnp.asarray(favourite, jnp.int32), jnp.asarray(rank)
 
 
-def _draws(key, b, n, rule="logit"):
-    return draw_choice(rule, key, b, n, jnp.float32)
+def _draws(key, b, n):
+    """Every field filled, so one set of draws can drive any rule."""
+    ku, kv, kg = jax.random.split(key, 3)
+    return ChoiceDraws(
+        jax.random.uniform(ku, (b,)), jax.random.uniform(kv, (b,)), jax.random.gumbel(kg, (b, n))
+    )
 
 
 # ------------------------------------------------------------------------------ tau-mixture
@@ -140,7 +144,7 @@ def test_zeta_zero_is_argmin(seed):
     rng = np.random.default_rng(seed)
     b, n = 64, 5
     losses, fav, rank = _random_market(rng, b, n)
-    draws = _draws(jax.random.key(seed), b, n, "zeta_random")
+    draws = _draws(jax.random.key(seed), b, n)
     got = np.asarray(choose("zeta_random", losses, fav, rank, draws, _knobs(n, zeta=0.0)))
     np.testing.assert_array_equal(got, np.argmin(np.asarray(losses), axis=1))
 
@@ -149,7 +153,7 @@ def test_zeta_one_is_uniform():
     b, n = 30_000, 6
     rng = np.random.default_rng(0)
     losses, fav, rank = _random_market(rng, b, n)
-    draws = _draws(jax.random.key(0), b, n, "zeta_random")
+    draws = _draws(jax.random.key(0), b, n)
     knobs = _knobs(n, zeta=1.0)
     choice = np.asarray(choose("zeta_random", losses, fav, rank, draws, knobs))
     counts = np.bincount(choice, minlength=n)
@@ -184,7 +188,7 @@ def test_logit_gumbel_max_frequencies_match_probabilities():
         fav = jnp.zeros(b, jnp.int32)
         rank = jnp.zeros((b, n), jnp.int32)
         knobs = _knobs(n, temperature=temperature, log_prior=lp)
-        draws = _draws(jax.random.key(7), b, n, "logit")
+        draws = draw_choice("logit", jax.random.key(7), b, n, jnp.float32)
         assert draws.gumbel.shape == (b, n)
         choice = np.asarray(choose("logit", losses, fav, rank, draws, knobs)).reshape(-1, reps)
         probs = np.asarray(choice_probabilities("logit", losses, fav, rank, knobs))
@@ -221,7 +225,7 @@ def test_logit_probabilities_stable_across_loss_scales(scale):
     if scale <= 1:  # beyond that, float32 rounding of the losses themselves moves the logits
         np.testing.assert_allclose(p32, want, atol=1e-5)
     np.testing.assert_array_equal(np.argmax(p32, axis=1), np.argmax(want, axis=1))
-    draws = _draws(jax.random.key(1), b, n, "logit")
+    draws = _draws(jax.random.key(1), b, n)
     choice = np.asarray(choose("logit", losses32, fav, rank, draws, _knobs(n)))
     assert np.all((choice >= 0) & (choice < n))
 
@@ -300,7 +304,7 @@ def test_probabilities_are_distributions_and_consistent_with_choose(
     assert probs.shape == (b, n)
     assert np.all(np.isfinite(probs)) and np.all(probs >= 0)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    draws = _draws(jax.random.key(seed), b, n, rule)
+    draws = _draws(jax.random.key(seed), b, n)
     choice = np.asarray(choose(rule, losses, fav, rank, draws, knobs))
     assert choice.dtype == np.int32 and np.all((choice >= 0) & (choice < n))
     picked = probs[np.arange(b), choice]
@@ -329,3 +333,17 @@ def test_check_rule_rejects_unknown_names():
         choose("softmin", losses, fav, rank, draws, _knobs(n))
     with pytest.raises(ValueError, match="choice rule"):
         choice_probabilities("softmin", losses, fav, rank, _knobs(n))
+
+
+@pytest.mark.parametrize(
+    ("rule", "fields"),
+    [("tau_mixture", {"u"}), ("zeta_random", {"u", "v"}), ("logit", {"gumbel"}),
+     ("argmin", set()), ("additive_rank", set())],
+)
+def test_draw_choice_draws_exactly_what_the_rule_reads(rule, fields):
+    draws = draw_choice(rule, jax.random.key(0), 8, 3, jnp.float32)
+    assert {name for name, value in draws._asdict().items() if value is not None} == fields
+    losses = jnp.asarray(np.random.default_rng(0).random((8, 3)), jnp.float32)
+    choice = choose(rule, losses, jnp.zeros(8, jnp.int32), jnp.zeros((8, 3)), draws,
+                    _knobs(3))
+    assert choice.shape == (8,)

@@ -17,6 +17,7 @@ import itertools
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -278,23 +279,28 @@ def run_keys(seed: jax.Array) -> RunKeys:
     return RunKeys(*(jax.random.fold_in(key, s) for s in range(5)))
 
 
+def uniform_indices(key: jax.Array, shape: tuple[int, ...], n: int | jax.Array) -> jax.Array:
+    """Indices in [0, n) from one 32-bit word each (``randint`` spends two).
+
+    The modulo bias is below n/2³² relative (1e-5 for 40k users), far below sampling noise.
+    """
+    bits = jax.random.bits(key, shape, jnp.uint32)
+    return (bits % jnp.asarray(n, jnp.uint32)).astype(jnp.int32)
+
+
 def draw_step(spec: EngineSpec, keys: RunKeys, t: jax.Array, n_train: int) -> StepDraws:
     """All randomness step ``t`` consumes; a pure function of (keys, t)."""
     dtype = jnp.dtype(spec.dtype)
-    batch = jax.random.randint(
-        jax.random.fold_in(keys.arrival, t), (spec.batch_size,), 0, n_train, dtype=jnp.int32
-    )
+    batch = uniform_indices(jax.random.fold_in(keys.arrival, t), (spec.batch_size,), n_train)
     choice = choice_rules.draw_choice(
         spec.choice, jax.random.fold_in(keys.choice, t), spec.batch_size, spec.n_learners, dtype
     )
     probe = None
     if spec.probing is not None:
-        probe = jax.random.randint(
+        probe = uniform_indices(
             jax.random.fold_in(keys.probe_batch, t),
             (spec.n_probers, spec.probing.probe_batch),
-            0,
             spec.probing.n_probe,
-            dtype=jnp.int32,
         )
     return StepDraws(batch, choice, probe)
 
@@ -388,7 +394,14 @@ def _step(
     xb, yb = data.x_train[draws.batch], data.y_train[draws.batch]
     wb = None if data.w_train is None else data.w_train[draws.batch]
 
-    losses, pullback = jax.vjp(lambda th: learner_losses(family, th, xb, yb, wb), state.theta)
+    # Learners and update-all copies share one forward/backward pass: stacking them along the
+    # learner axis turns two small matmuls into one (this loop is overhead-bound).
+    params = state.theta
+    if spec.update_all:
+        params = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), params,
+                                        state.theta_update_all)
+    all_losses, pullback = jax.vjp(lambda th: learner_losses(family, th, xb, yb, wb), params)
+    losses = all_losses[:n]  # [n, B]
     choice = choice_rules.choose(
         spec.choice,
         losses.T,
@@ -403,7 +416,11 @@ def _step(
         weights = chosen / jnp.maximum(counts, 1.0)
     else:  # Su & Dean: Σ over chosen users / B
         weights = chosen / spec.batch_size
-    (grad,) = pullback(family.train_scale * weights.T)
+    cotangent = weights.T
+    if spec.update_all:  # each copy: mean over the whole batch
+        cotangent = jnp.concatenate([cotangent, jnp.full_like(cotangent, 1.0 / spec.batch_size)])
+    (all_grads,) = pullback(family.train_scale * cotangent)
+    grad = jax.tree_util.tree_map(lambda g: g[:n], all_grads)
 
     if spec.probing is not None:
         probe_grad = _probe_gradient(spec, state.theta, ctx, state.probe_labels, draws.probe)
@@ -420,12 +437,8 @@ def _step(
 
     theta_ua = state.theta_update_all
     if spec.update_all:
-        def pooled(th):
-            return family.train_scale * learner_losses(family, th, xb, yb, wb).mean(axis=1).sum()
-
-        grad_ua = jax.grad(pooled)(theta_ua)
         theta_ua = jax.tree_util.tree_map(
-            lambda th, g: th - lr * (g + knobs.lam * th), theta_ua, grad_ua
+            lambda th, g: th - lr * (g[n:] + knobs.lam * th), theta_ua, all_grads
         )
 
     labels = state.probe_labels
@@ -648,10 +661,26 @@ def _bytes_per_run(spec: EngineSpec, market: Market) -> int:
     return int(6 * spec.n_learners * rows * (width + ds.n_features) * itemsize)
 
 
-def default_chunk_size(spec: EngineSpec, market: Market) -> int:
-    """Runs per compiled call so working memory stays under USERCHOICE_CHUNK_BYTES (1 GiB)."""
+CPU_CHUNK_RUNS = 64  # small chunks stay in cache; measured fastest on 2 cores at 40–64
+
+
+def default_chunk_size(spec: EngineSpec, market: Market, n_runs: int) -> int:
+    """Runs per compiled call: memory-bounded (USERCHOICE_CHUNK_BYTES, default 1 GiB), at most
+    64 on CPU, and balanced so the last chunk needs little padding."""
     budget = int(os.environ.get("USERCHOICE_CHUNK_BYTES", 2**30))
-    return max(1, budget // max(1, _bytes_per_run(spec, market)))
+    limit = max(1, budget // max(1, _bytes_per_run(spec, market)))
+    if jax.default_backend() == "cpu":
+        limit = min(limit, CPU_CHUNK_RUNS)
+    n_chunks = -(-n_runs // limit)
+    return -(-n_runs // n_chunks)
+
+
+def default_workers() -> int:
+    """Chunks run concurrently on CPU (one per core; XLA releases the GIL while it runs)."""
+    if jax.default_backend() != "cpu":
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else os.cpu_count() or 1)
 
 
 def _check_init_params(spec: EngineSpec, market: Market, init_params: Params) -> None:
@@ -692,24 +721,29 @@ def simulate(
     knobs: Knobs,
     init_params: Params | None = None,
     chunk_size: int | None = None,
+    workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> SimulationResult:
     """Run R = ``knobs.n_runs`` independent markets; each is a pure function of its knobs.
 
     ``init_params`` (one pytree with a learner axis, shared by every run, e.g. ERM) replaces
     random initialisation. Runs go through the compiled program in chunks of ``chunk_size``
-    (default from a memory budget); the last chunk is padded so every chunk reuses one
-    compilation. ``progress(done, total)`` is called after each chunk.
+    runs (default: memory-bounded, ≤ 64 on CPU), ``workers`` chunks at a time (default: one per
+    CPU core on CPU, 1 on accelerators); the last chunk is padded so every chunk reuses one
+    compilation. ``progress(done, total)`` is called as chunks finish.
     ``timings`` separates compilation from simulation.
     """
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    for name, value in (("chunk_size", chunk_size), ("workers", workers)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     with jax.enable_x64(spec.dtype == "float64"):
         validate_market(spec, market)
         validate_knobs(knobs, spec)
         if init_params is not None:
             _check_init_params(spec, market, init_params)
-        return _simulate_chunks(market, spec, knobs, init_params, chunk_size, progress)
+        return _simulate_chunks(market, spec, knobs, init_params, chunk_size,
+                                workers or default_workers(), progress)
 
 
 def _simulate_chunks(
@@ -718,35 +752,49 @@ def _simulate_chunks(
     knobs: Knobs,
     init_params: Params | None,
     chunk_size: int | None,
+    workers: int,
     progress: Callable[[int, int], None] | None,
 ) -> SimulationResult:
     n_runs = knobs.n_runs
-    chunk = min(n_runs, chunk_size or default_chunk_size(spec, market))
+    chunk = min(n_runs, chunk_size or default_chunk_size(spec, market, n_runs))
     dtype = jnp.dtype(spec.dtype)
     data = market_arrays(market, dtype)
     init = None if init_params is None else jax.tree_util.tree_map(
         lambda a: jnp.asarray(a, dtype), init_params)
-    timings = {"compile_seconds": 0.0, "run_seconds": 0.0}
-    outputs = []
-    for lo in range(0, n_runs, chunk):
+
+    def chunk_knobs(lo: int) -> Knobs:
         idx = np.minimum(np.arange(lo, lo + chunk), n_runs - 1)  # pad with the last run
-        part = Knobs(
+        return Knobs(
             seed=jnp.asarray(np.asarray(knobs.seed)[idx], jnp.int32),
             **{k: jnp.asarray(np.asarray(v)[idx], dtype)
                for k, v in knobs._asdict().items() if k != "seed"},
         )
-        started = time.perf_counter()
-        executable = _executable(spec, data, init, part)
-        compiled = time.perf_counter()
-        metrics, state = executable(data, init, part)
-        keep = min(chunk, n_runs - lo)
-        outputs.append(jax.tree_util.tree_map(lambda a, keep=keep: np.asarray(a)[:keep],
-                                              (metrics, state)))
-        timings["compile_seconds"] += compiled - started
-        timings["run_seconds"] += time.perf_counter() - compiled
-        if progress is not None:
-            progress(lo + keep, n_runs)
-    metrics, state = jax.tree_util.tree_map(lambda *a: np.concatenate(a), *outputs)
+
+    starts = list(range(0, n_runs, chunk))
+    started = time.perf_counter()
+    executable = _executable(spec, data, init, chunk_knobs(0))
+    compiled = time.perf_counter()
+
+    x64 = bool(jax.config.jax_enable_x64)
+
+    def run_chunk(lo: int, part: Knobs):
+        with jax.enable_x64(x64):  # the mode is thread-local; workers must match the caller
+            out = executable(data, init, part)
+            keep = min(chunk, n_runs - lo)
+            return jax.tree_util.tree_map(lambda a: np.asarray(a)[:keep], out)
+
+    outputs: dict[int, Any] = {}
+    with ThreadPoolExecutor(max_workers=min(workers, len(starts))) as pool:
+        futures = {pool.submit(run_chunk, lo, chunk_knobs(lo)): lo for lo in starts}
+        done = 0
+        for future in as_completed(futures):
+            lo = futures[future]
+            outputs[lo] = future.result()
+            done += min(chunk, n_runs - lo)
+            if progress is not None:
+                progress(done, n_runs)
+    metrics, state = jax.tree_util.tree_map(lambda *a: np.concatenate(a),
+                                            *(outputs[lo] for lo in starts))
     return SimulationResult(
         spec=spec,
         knobs=knobs,
@@ -755,7 +803,9 @@ def _simulate_chunks(
         diverged_step=state.diverged_at,
         final_params=state.theta,
         final_update_all=state.theta_update_all,
-        timings=timings,
+        timings={"compile_seconds": compiled - started,
+                 "run_seconds": time.perf_counter() - compiled,
+                 "chunk_size": chunk, "workers": min(workers, len(starts))},
     )
 
 

@@ -30,18 +30,14 @@ class ChoiceKnobs(NamedTuple):
 class ChoiceDraws(NamedTuple):
     """Pre-drawn randomness for one batch: coins u, v ~ U[0, 1) per user, Gumbel per pair."""
 
-    u: jax.Array  # [B]
-    v: jax.Array  # [B]
-    gumbel: jax.Array | None  # [B, n] (logit rule only)
+    u: jax.Array | None  # [B] (tau_mixture, zeta_random)
+    v: jax.Array | None  # [B] (zeta_random)
+    gumbel: jax.Array | None  # [B, n] (logit)
 
 
 def check_rule(rule: str) -> None:
     if rule not in CHOICE_RULES:
         raise ValueError(f"choice rule must be one of {list(CHOICE_RULES)}, got {rule!r}")
-
-
-def needs_gumbel(rule: str) -> bool:
-    return rule == "logit"
 
 
 def _logits(losses: jax.Array, knobs: ChoiceKnobs) -> jax.Array:
@@ -104,9 +100,18 @@ def choice_probabilities(
 def draw_choice(
     rule: str, key: jax.Array, batch_size: int, n_learners: int, dtype: jax.typing.DTypeLike
 ) -> ChoiceDraws:
-    """The randomness ``choose`` consumes for one batch, from one key."""
-    ku, kv, kg = jax.random.split(key, 3)
-    u = jax.random.uniform(ku, (batch_size,), dtype)
-    v = jax.random.uniform(kv, (batch_size,), dtype)
-    gumbel = jax.random.gumbel(kg, (batch_size, n_learners), dtype) if needs_gumbel(rule) else None
+    """The randomness ``choose`` consumes for one batch, from one key.
+
+    Only what the rule reads is drawn (random bits are a large share of a step's cost);
+    the rest is None.
+    """
+    u = v = gumbel = None
+    if rule == "tau_mixture":
+        u = jax.random.uniform(key, (batch_size,), dtype)
+    elif rule == "zeta_random":
+        ku, kv = jax.random.split(key)
+        u = jax.random.uniform(ku, (batch_size,), dtype)
+        v = jax.random.uniform(kv, (batch_size,), dtype)
+    elif rule == "logit":
+        gumbel = jax.random.gumbel(key, (batch_size, n_learners), dtype)
     return ChoiceDraws(u, v, gumbel)

@@ -347,7 +347,5 @@ class _StepChoice:
     """Step t's choice draws (u, v, gumbel) viewed from the stacked ``RunDraws``."""
 
     def __init__(self, draws: RunDraws, t: int) -> None:
-        self.u = draws.steps.choice.u[t]
-        self.v = draws.steps.choice.v[t]
-        gumbel = draws.steps.choice.gumbel
-        self.gumbel = None if gumbel is None else gumbel[t]
+        choice = draws.steps.choice
+        self.u, self.v, self.gumbel = (None if a is None else a[t] for a in choice)
