@@ -45,12 +45,10 @@ def _check_positive_int(name: str, value: int) -> None:
 
 
 @dataclass(frozen=True)
-class Logistic:
-    """Linear logistic regression: score = θᵀx, label 1[score > 0] (Census, Amazon)."""
+class _Linear:
+    """Shared by the scalar linear families: θ ∈ R^d, score θᵀx, θ ~ N(0, init_std²)."""
 
     init_std: float = 0.01
-    name: str = "logistic"
-    task: Task = "classification"
 
     @property
     def train_scale(self) -> float:
@@ -61,6 +59,14 @@ class Logistic:
 
     def score(self, theta: Params, x: jax.Array) -> jax.Array:
         return x @ theta
+
+
+@dataclass(frozen=True)
+class Logistic(_Linear):
+    """Linear logistic regression: score = θᵀx, label 1[score > 0] (Census, Amazon)."""
+
+    name: str = "logistic"
+    task: Task = "classification"
 
     def loss(self, score: jax.Array, y: jax.Array, w: jax.Array | None = None) -> jax.Array:
         # −[y log σ(s) + (1−y) log(1−σ(s))] = softplus(s) − y·s, finite for any s.
@@ -71,22 +77,11 @@ class Logistic:
 
 
 @dataclass(frozen=True)
-class Squared:
+class Squared(_Linear):
     """Linear least squares: prediction θᵀx, loss (θᵀx − y)² (synthetic markets, theory)."""
 
-    init_std: float = 0.01
     name: str = "squared"
     task: Task = "regression"
-
-    @property
-    def train_scale(self) -> float:
-        return 1.0
-
-    def init(self, key: jax.Array, n_learners: int, n_features: int, dtype: Any) -> Params:
-        return self.init_std * jax.random.normal(key, (n_learners, n_features), dtype)
-
-    def score(self, theta: Params, x: jax.Array) -> jax.Array:
-        return x @ theta
 
     def loss(self, score: jax.Array, y: jax.Array, w: jax.Array | None = None) -> jax.Array:
         return (score - y) ** 2
