@@ -29,6 +29,9 @@ class Dataset:
     w_test: np.ndarray | None = None
     feature_names: tuple[str, ...] = ()
     provenance: dict[str, Any] = field(default_factory=dict)
+    # Per-user side information that is not a feature (e.g. category, raw age), one array each.
+    attributes_train: dict[str, np.ndarray] = field(default_factory=dict)
+    attributes_test: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         x_train = _as_2d("x_train", self.x_train)
@@ -56,6 +59,14 @@ class Dataset:
             raise ValueError("w_train and w_test must both be given or both be None")
         if np.asarray(self.y_train).shape[1:] != np.asarray(self.y_test).shape[1:]:
             raise ValueError("y_train and y_test must have the same trailing shape")
+        for split, attrs, rows in (("train", self.attributes_train, x_train.shape[0]),
+                                   ("test", self.attributes_test, x_test.shape[0])):
+            for name, values in attrs.items():
+                if len(values) != rows:
+                    raise ValueError(f"attributes_{split}[{name!r}] has {len(values)} entries "
+                                     f"for {rows} users")
+        if set(self.attributes_train) != set(self.attributes_test):
+            raise ValueError("attributes_train and attributes_test must name the same attributes")
         if self.feature_names and len(self.feature_names) != x_train.shape[1]:
             raise ValueError(
                 f"feature_names has {len(self.feature_names)} names for {x_train.shape[1]} features"
