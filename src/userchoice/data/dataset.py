@@ -93,6 +93,7 @@ class Market:
     preferences_train: Preferences
     preferences_test: Preferences
     name: str = "market"
+    provenance: dict[str, Any] = field(default_factory=dict)  # how preferences were built
 
     def __post_init__(self) -> None:
         ds = self.dataset
@@ -112,3 +113,26 @@ class Market:
     @property
     def n_learners(self) -> int:
         return self.preferences_train.n_learners
+
+
+def make_market(dataset: Dataset, preferences: str, n_learners: int, *,
+                attribute: str | None = None, name: str | None = None, **options: Any) -> Market:
+    """A market from a dataset and a preference construction (``preferences_from_data``).
+
+    ``attribute`` names the per-user attribute used by ``category`` / ``feature`` preferences
+    (e.g. ``"category"``, ``"AGEP"``).
+    """
+    from userchoice.preferences import preferences_from_data
+
+    attr_train = attr_test = None
+    if attribute is not None:
+        if attribute not in dataset.attributes_train:
+            raise ValueError(f"attribute {attribute!r} not in the dataset; it has "
+                             f"{sorted(dataset.attributes_train)}")
+        attr_train = dataset.attributes_train[attribute]
+        attr_test = dataset.attributes_test[attribute]
+    train, test, record = preferences_from_data(
+        preferences, n_learners, np.asarray(dataset.x_train), np.asarray(dataset.x_test),
+        attribute_train=attr_train, attribute_test=attr_test, **options)
+    record["attribute"] = attribute
+    return Market(dataset, train, test, name=name or f"{preferences}", provenance=record)
