@@ -203,3 +203,41 @@ def test_pooled_fit_on_trap_reaches_noise_level(gap):
     # ... and beats either partition-fitted learner globally (the overspecialisation gap).
     erm = erm_init(market, Squared())
     assert test_mse < min(fitting.evaluate_loss(market, Squared(), erm[i]) for i in range(2))
+
+
+def test_pooled_logistic_baseline_is_near_bayes_and_the_regularised_optimum():
+    from userchoice.data.synthetic import gaussian_mixture_market
+    from userchoice.fitting import evaluate_metrics, pooled_baseline
+    from userchoice.models import Logistic
+
+    market = gaussian_mixture_market(n_learners=3, n_users=3000, seed=5)
+    theta, metrics = pooled_baseline(market, Logistic())
+    assert set(metrics) == {"test_loss", "test_accuracy"}
+    erm = erm_init(market, Logistic(), steps=300, eta=0.5)
+    specialists = [evaluate_metrics(market, Logistic(), erm[i])["test_accuracy"]
+                   for i in range(3)]
+    # Labels follow one linear rule with 5% flips (Bayes accuracy 0.95).
+    assert metrics["test_accuracy"] > 0.9
+    assert metrics["test_accuracy"] > min(specialists) + 0.05
+    # It is the L2-regularised optimum: the penalised gradient vanishes there.
+    x, y = market.dataset.x_train, market.dataset.y_train
+    s = x @ theta
+    grad = x.T @ (1 / (1 + np.exp(-s)) - y) + theta  # sklearn: C·Σ loss + |θ|²/2, C = 1
+    assert np.abs(grad).max() < 1e-2 * len(y) ** 0.5
+
+
+def test_minibatch_sgd_fit_is_seeded_and_learns():
+    from userchoice.data.synthetic import gaussian_mixture_market
+    from userchoice.fitting import evaluate_metrics
+    from userchoice.models import MLP
+
+    market = gaussian_mixture_market(n_learners=2, n_users=2000, seed=6)
+    ds = market.dataset
+    first = fit(MLP(hidden=16), ds.x_train, ds.y_train, batch_size=64, epochs=5, eta=0.2)
+    again = fit(MLP(hidden=16), ds.x_train, ds.y_train, batch_size=64, epochs=5, eta=0.2)
+    for a, b in zip(first.values(), again.values(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    untrained = fit(MLP(hidden=16), ds.x_train, ds.y_train, batch_size=64, epochs=1, eta=1e-9)
+    assert evaluate_metrics(market, MLP(hidden=16), first)["test_accuracy"] > 0.85
+    assert (evaluate_metrics(market, MLP(hidden=16), first)["test_loss"]
+            < evaluate_metrics(market, MLP(hidden=16), untrained)["test_loss"])

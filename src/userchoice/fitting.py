@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from userchoice.data.dataset import Market
-from userchoice.models import Family, MaskedMultiSquared, Params, Squared
+from userchoice.models import Family, Logistic, MaskedMultiSquared, Params, Squared
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
@@ -31,13 +31,17 @@ def fit(
     ridge: float = 0.0,
     steps: int = 1000,
     eta: float = 0.1,
+    batch_size: int | None = None,
+    epochs: int = 5,
     init: Params | None = None,
     key: jax.Array | None = None,
 ) -> Params:
     """Fit one learner on (x, y[, w]); returns its parameters (no learner axis).
 
-    Every path minimises mean loss + ``ridge``·|θ|² (exactly for least squares, by full-batch
-    gradient descent otherwise).
+    Every path minimises mean loss + ``ridge``·|θ|²: exactly for least squares; otherwise by
+    full-batch gradient descent (``steps`` steps of size ``eta``) or, with ``batch_size``,
+    minibatch SGD for ``epochs`` epochs over a seeded shuffle (SPEC §5: the MLP uses 5
+    epochs of batch 512).
     """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -52,27 +56,36 @@ def fit(
             seen = mask[:, k] > 0
             rows.append(_ridge(x[seen], y[seen, k], ridge) if seen.any() else np.zeros(x.shape[1]))
         return np.stack(rows)
-    if steps < 1 or eta <= 0:
-        raise ValueError(f"gradient-descent fit needs steps >= 1 and eta > 0, got {steps}, {eta}")
+    if steps < 1 or eta <= 0 or epochs < 1:
+        raise ValueError(f"gradient-descent fit needs steps >= 1, epochs >= 1 and eta > 0, "
+                         f"got steps={steps}, epochs={epochs}, eta={eta}")
+    key = jax.random.key(0) if key is None else key
     if init is None:
-        key = jax.random.key(0) if key is None else key
         init = jax.tree_util.tree_map(lambda a: a[0], family.init(key, 1, x.shape[1], jnp.float32))
     xj, yj = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
     wj = None if w is None else jnp.asarray(w, jnp.float32)
 
-    def objective(theta):
+    def objective(theta, rows):
         penalty = sum(jnp.sum(a**2) for a in jax.tree_util.tree_leaves(theta))
-        return family.loss(family.score(theta, xj), yj, wj).mean() + ridge * penalty
+        loss = family.loss(family.score(theta, xj[rows]), yj[rows], None if wj is None
+                           else wj[rows])
+        return loss.mean() + ridge * penalty
 
-    @jax.jit
-    def descend(theta):
-        def body(th, _):
-            g = jax.grad(objective)(th)
-            return jax.tree_util.tree_map(lambda a, b: a - eta * b, th, g), None
+    def descend(theta, rows):
+        g = jax.grad(objective)(theta, rows)
+        return jax.tree_util.tree_map(lambda a, b: a - eta * b, theta, g), None
 
-        return jax.lax.scan(body, theta, None, length=steps)[0]
-
-    return jax.tree_util.tree_map(np.asarray, descend(init))
+    if batch_size is None:
+        every = jnp.arange(x.shape[0])
+        run = jax.jit(lambda th: jax.lax.scan(lambda t, _: descend(t, every), th, None,
+                                              length=steps)[0])
+        return jax.tree_util.tree_map(np.asarray, run(init))
+    n_batches = max(1, x.shape[0] // batch_size)
+    order = np.concatenate([np.random.default_rng(epoch).permutation(x.shape[0])
+                            [: n_batches * batch_size] for epoch in range(epochs)])
+    batches = jnp.asarray(order.reshape(epochs * n_batches, -1))
+    run = jax.jit(lambda th: jax.lax.scan(descend, th, batches)[0])
+    return jax.tree_util.tree_map(np.asarray, run(init))
 
 
 def erm_init(market: Market, family: Family, **options: Any) -> Params:
@@ -98,7 +111,36 @@ def pooled_fit(market: Market, family: Family, **options: Any) -> Params:
 
 def evaluate_loss(market: Market, family: Family, theta: Params) -> float:
     """Mean reported loss of one learner on the market's test users."""
+    return evaluate_metrics(market, family, theta)["test_loss"]
+
+
+def pooled_baseline(market: Market, family: Family, **options: Any) -> tuple[Params, dict]:
+    """The pooled model and its test metrics (SPEC §7).
+
+    Logistic: scikit-learn L2 logistic regression on every training user, no intercept
+    (``C`` option, default 1.0). Other families: ``pooled_fit`` (exact least squares per output
+    for MovieLens, gradient descent for the MLP).
+    """
+    ds = market.dataset
+    if isinstance(family, Logistic):
+        from sklearn.linear_model import LogisticRegression
+
+        model = LogisticRegression(C=options.get("C", 1.0), fit_intercept=False, max_iter=2000)
+        model.fit(np.asarray(ds.x_train), np.asarray(ds.y_train).astype(int))
+        theta = model.coef_[0].astype(float)
+    else:
+        theta = pooled_fit(market, family, **options)
+    return theta, evaluate_metrics(market, family, theta)
+
+
+def evaluate_metrics(market: Market, family: Family, theta: Params) -> dict[str, float]:
+    """Test loss (and accuracy for classifiers) of one learner on the market's test users."""
     ds = market.dataset
     w = None if ds.w_test is None else jnp.asarray(ds.w_test)
-    score = family.score(jax.tree_util.tree_map(jnp.asarray, theta), jnp.asarray(ds.x_test))
-    return float(family.loss(score, jnp.asarray(ds.y_test), w).mean())
+    params = jax.tree_util.tree_map(jnp.asarray, theta)
+    score = family.score(params, jnp.asarray(ds.x_test))
+    y = jnp.asarray(ds.y_test)
+    out = {"test_loss": float(family.loss(score, y, w).mean())}
+    if family.task == "classification":
+        out["test_accuracy"] = float(((score > 0) == (y > 0.5)).mean())
+    return out
