@@ -1,0 +1,243 @@
+"""Getting the real datasets into the data directory: ``fetch`` (download), ``import_file``
+(a local copy) and ``inventory`` (what is where).
+
+Nothing here runs unless the user asks. Downloads stream to a temporary file beside the
+destination, are verified (sha256 and size where the published file's values are known, archive
+integrity and a format check otherwise) and only then moved into place, so an interrupted or
+failed download never leaves a file the loaders would read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from userchoice.data.common import DataFormatError, data_dir, open_binary, sha256_file
+
+DATASETS: tuple[str, ...] = ("census", "movielens", "amazon")
+
+STATE_FIPS = {
+    "AL": "01", "AK": "02", "AZ": "04", "AR": "05", "CA": "06", "CO": "08", "CT": "09",
+    "DE": "10", "DC": "11", "FL": "12", "GA": "13", "HI": "15", "ID": "16", "IL": "17",
+    "IN": "18", "IA": "19", "KS": "20", "KY": "21", "LA": "22", "ME": "23", "MD": "24",
+    "MA": "25", "MI": "26", "MN": "27", "MS": "28", "MO": "29", "MT": "30", "NE": "31",
+    "NV": "32", "NH": "33", "NJ": "34", "NM": "35", "NY": "36", "NC": "37", "ND": "38",
+    "OH": "39", "OK": "40", "OR": "41", "PA": "42", "RI": "44", "SC": "45", "SD": "46",
+    "TN": "47", "TX": "48", "UT": "49", "VT": "50", "VA": "51", "WA": "53", "WV": "54",
+    "WI": "55", "WY": "56", "PR": "72",
+}
+
+MOVIELENS_VARIANTS = {
+    "ml-100k": "https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+    "ml-1m": "https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+    "ml-10m": "https://files.grouplens.org/datasets/movielens/ml-10m.zip",
+    "ml-latest-small": "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip",
+    "ml-25m": "https://files.grouplens.org/datasets/movielens/ml-25m.zip",
+    "ml-32m": "https://files.grouplens.org/datasets/movielens/ml-32m.zip",
+}
+# Ratings member of each archive, and its sha256 where known (ML-100K's u.data, see SOURCE.md).
+MOVIELENS_MEMBERS = {
+    "ml-100k": ("u.data", "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"),
+    "ml-1m": ("ratings.dat", None),
+    "ml-10m": ("ratings.dat", None),
+    "ml-latest-small": ("ratings.csv", None),
+    "ml-25m": ("ratings.csv", None),
+    "ml-32m": ("ratings.csv", None),
+}
+
+AMAZON_URL = ("https://huggingface.co/datasets/McAuley-Lab/Amazon-Reviews-2023/resolve/main/"
+              "raw/review_categories/{category}.jsonl")
+# (bytes, sha256) of the published 2023 files, from the dataset repository's LFS pointers.
+AMAZON_FILES = {
+    "All_Beauty": (326611506, "36ca7c48440a8247b2dca0174d095238422b506a8a80c114dca722b7715f1c94"),
+    "Digital_Music": (78823304,
+                      "9ac137137e55e34fce290670fdf44acee5afa2ffae541f4f3b366a835930a7c3"),
+    "Gift_Cards": (50231035, "b7ceead0dd6378eebfc6f4736402f85cc08e8dcb328f813c95ca68fc62d9544e"),
+    "Handmade_Products": (289025980,
+                          "7576d7743e83806d155e506a6bce13c25d9979ab13522e9a1cf2dc593144e65c"),
+    "Industrial_and_Scientific": (
+        2347015351, "361f68c9535f038fab119099e79207099bee60b2cd7a98246c36b3b12c7aa678"),
+    "Magazine_Subscriptions": (
+        33297013, "bf36b04bbfb41f43c49b4adbdc13969014311ffb2344f706d13c35cdea5662da"),
+    "Musical_Instruments": (
+        1557845107, "63aee24d5b9eaf0069cf638703e2d62eb80fde5d2c00ca3d29881d645f6214b3"),
+    "Software": (1869151448, "dc119f99c466a39a09e2513c9e48eb5821fb42b1459f3026bcf71b08e6770741"),
+    "Subscription_Boxes": (8953020,
+                           "52e08112faa2b8769b35d364cbd3b8ac674ddd56621b171e7531a5a2071f460f"),
+}
+PAPER_AMAZON_CATEGORIES = tuple(AMAZON_FILES)
+
+
+class DownloadError(RuntimeError):
+    """A download failed or did not verify; nothing was written to the data directory."""
+
+
+@dataclass(frozen=True)
+class Download:
+    url: str
+    filename: str
+    size: int | None = None  # published byte size, when known
+    sha256: str | None = None  # published sha256 of the file, when known
+    member: str | None = None  # archive member to check
+    member_sha256: str | None = None
+
+
+def plan(name: str, *, states: tuple[str, ...] = ("AL",), year: int = 2018,
+         variant: str = "ml-10m", categories: tuple[str, ...] = PAPER_AMAZON_CATEGORIES
+         ) -> list[Download]:
+    """The files ``fetch`` would download for a dataset (the paper's by default)."""
+    if name == "census":
+        out = []
+        for state in states:
+            code = state.upper()
+            if code not in STATE_FIPS:
+                raise ValueError(f"unknown state {state!r}; use a postal code such as 'AL'")
+            out.append(Download(
+                f"https://www2.census.gov/programs-surveys/acs/data/pums/{year}/1-Year/"
+                f"csv_p{code.lower()}.zip",
+                f"csv_p{code.lower()}_{year}.zip", member=f"psam_p{STATE_FIPS[code]}.csv"))
+        return out
+    if name == "movielens":
+        if variant not in MOVIELENS_VARIANTS:
+            raise ValueError(f"variant must be one of {list(MOVIELENS_VARIANTS)}, got {variant!r}")
+        member, member_sha = MOVIELENS_MEMBERS[variant]
+        return [Download(MOVIELENS_VARIANTS[variant], f"{variant}.zip", member=member,
+                         member_sha256=member_sha)]
+    if name == "amazon":
+        unknown = [c for c in categories if c not in AMAZON_FILES]
+        if unknown:
+            raise ValueError(f"no published checksum for categories {unknown}; known: "
+                             f"{list(AMAZON_FILES)}")
+        return [Download(AMAZON_URL.format(category=c), f"{c}.jsonl", *AMAZON_FILES[c])
+                for c in categories]
+    raise ValueError(f"dataset must be one of {list(DATASETS)}, got {name!r}")
+
+
+def _member_sha256(path: Path, member: str) -> str:
+    digest = hashlib.sha256()
+    with open_binary(path, member) as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: Path, item: Download) -> dict:
+    """Check a downloaded file against what is known of the published one; returns a record."""
+    record = {"file": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path),
+              "pinned": item.sha256 is not None or item.member_sha256 is not None}
+    if item.size is not None and record["bytes"] != item.size:
+        raise DownloadError(f"{path.name}: {record['bytes']} bytes, expected {item.size}")
+    if item.sha256 is not None and record["sha256"] != item.sha256:
+        raise DownloadError(f"{path.name}: sha256 {record['sha256']} != published {item.sha256}")
+    if item.member is not None:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except zipfile.BadZipFile as error:
+            raise DownloadError(f"{path.name}: not a valid zip archive ({error})") from error
+        if bad is not None:
+            raise DownloadError(f"{path.name}: corrupt member {bad}")
+        try:
+            digest = _member_sha256(path, item.member)
+        except DataFormatError as error:
+            raise DownloadError(str(error)) from error
+        if item.member_sha256 is not None and digest != item.member_sha256:
+            raise DownloadError(f"{path.name}:{item.member}: sha256 {digest} != published "
+                                f"{item.member_sha256}")
+        record["member"] = {"name": item.member, "sha256": digest}
+    return record
+
+
+def _download(url: str, target: Path, opener: Callable, progress: Callable | None) -> None:
+    with opener(url, timeout=60) as response, open(target, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        done = 0
+        for block in iter(lambda: response.read(1 << 20), b""):
+            out.write(block)
+            done += len(block)
+            if progress is not None:
+                progress(done, total)
+
+
+def fetch(name: str, *, root: str | Path | None = None, force: bool = False,
+          opener: Callable = urllib.request.urlopen,
+          progress: Callable[[str, int, int | None], None] | None = None,
+          **options) -> list[dict]:
+    """Download a dataset's official files into ``<data dir>/<name>/`` and verify them.
+
+    Files already present and verified are kept unless ``force``. Returns one record per file.
+    """
+    target_dir = data_dir(root) / name
+    target_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    for item in plan(name, **options):
+        final = target_dir / item.filename
+        if final.exists() and not force:
+            records.append({**verify(final, item), "status": "already present"})
+            continue
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{item.filename}.", dir=target_dir)
+        os.close(handle)
+        tmp = Path(tmp_name)
+        try:
+            report = None if progress is None else (
+                lambda done, total, f=item.filename: progress(f, done, total))
+            try:
+                _download(item.url, tmp, opener, report)
+            except (urllib.error.URLError, OSError, TimeoutError) as error:
+                raise DownloadError(
+                    f"could not download {item.url} ({error}). Without network access, get the "
+                    f"file elsewhere and run:  userchoice data import {name} PATH"
+                ) from error
+            record = verify(tmp, item)
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        records.append({**record, "file": str(final), "url": item.url, "status": "downloaded"})
+    return records
+
+
+def import_file(name: str, source: str | Path, *, root: str | Path | None = None,
+                link: bool = False) -> Path:
+    """Copy (or symlink) a local file into ``<data dir>/<name>/`` after a format check."""
+    if name not in DATASETS:
+        raise ValueError(f"dataset must be one of {list(DATASETS)}, got {name!r}")
+    source = Path(source).expanduser()
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no such file")
+    with open_binary(source) as handle:  # rejects HTML pages and broken archives early
+        if not handle.read(1):
+            raise DataFormatError(source, "is empty")
+    target_dir = data_dir(root) / name
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / source.name
+    if link:
+        tmp = target.with_name(f".{target.name}.link")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(source.resolve())
+    else:
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{source.name}.", dir=target_dir)
+        os.close(handle)
+        tmp = Path(tmp_name)
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def inventory(root: str | Path | None = None) -> dict[str, list[dict]]:
+    """Files present for each dataset in the data directory (name, bytes)."""
+    base = data_dir(root)
+    out: dict[str, list[dict]] = {}
+    for name in DATASETS:
+        folder = base / name
+        files = sorted(p for p in folder.glob("*") if p.is_file() and not p.name.startswith("."))\
+            if folder.is_dir() else []
+        out[name] = [{"file": str(p), "bytes": p.stat().st_size} for p in files]
+    return out
