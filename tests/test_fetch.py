@@ -59,7 +59,7 @@ def test_a_file_that_does_not_verify_is_never_left_behind(tmp_path, monkeypatch)
     source = make_zip(tmp_path / "src.zip", "u.data", b"tampered")
     item = Download(source.as_uri(), "ml-100k.zip", member="u.data", member_sha256="0" * 64)
     monkeypatch.setattr(fetch_module, "plan", lambda name, **kw: [item])
-    with pytest.raises(DownloadError, match="sha256 .* != published"):
+    with pytest.raises(DownloadError, match=r"sha256 .* != published"):
         fetch("movielens", root=tmp_path / "data")
     assert leftovers(tmp_path / "data" / "movielens") == []
     html = tmp_path / "page.zip"
