@@ -60,7 +60,7 @@ def test_majority_splits_the_share_equally_among_half_the_learners(features, n):
 def test_category_and_feature_bins():
     x = np.zeros((6, 2))
     cats = np.array(["b", "a", "c", "a", "b", "c"])
-    train, test, record = preferences_from_data("category", 3, x, x[:3], attribute_train=cats,
+    train, _, record = preferences_from_data("category", 3, x, x[:3], attribute_train=cats,
                                                 attribute_test=cats[:3])
     np.testing.assert_array_equal(train.favourite, [1, 0, 2, 0, 1, 2])
     assert record["categories"] == ["a", "b", "c"]
