@@ -18,8 +18,6 @@ import resource
 import sys
 import time
 
-import numpy as np
-
 from userchoice.data.synthetic import gaussian_mixture_market
 from userchoice.engine import EngineSpec, knob_grid, predraw, simulate
 from userchoice.fitting import erm_init
