@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from userchoice.data.dataset import Dataset, Market
 from userchoice.data.synthetic import gaussian_mixture_market, trap_market
 from userchoice.preferences import Preferences
+
+# Real datasets staged beside the checkout (../shared/data); never part of the repository.
+SHARED_DATA = Path(os.environ.get("USERCHOICE_SHARED_DATA",
+                                  Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def random_preferences(rng: np.random.Generator, n_users: int, n_learners: int) -> Preferences:

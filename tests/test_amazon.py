@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 from userchoice.data.amazon import (
     PAPER_CATEGORIES,
@@ -22,7 +23,7 @@ from userchoice.data.amazon import (
 from userchoice.data.common import DataFormatError, DatasetNotFoundError
 from userchoice.data.embeddings import HashingEmbedder
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon_reviews"
+SHARED = SHARED_DATA / "amazon_reviews"
 FLAT = SHARED / "amazon2023_ucsd_user_histories" / "reviews_flat.jsonl.gz"
 BEAUTY_2018 = SHARED / "amazon2018_5core" / "All_Beauty_5.json.gz"
 # The paper's categories present in the flat substitute (SOURCE.md).

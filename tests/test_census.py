@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 from userchoice.data.census import (
     TASKS,
@@ -23,7 +24,7 @@ from userchoice.data.census import (
 )
 from userchoice.data.common import DataFormatError, DatasetNotFoundError
 
-SAMPLE = Path("/work/shared/data/acs_pums/acs_2017_1yr_person_AL_sample5000.csv.gz")
+SAMPLE = SHARED_DATA / "acs_pums" / "acs_2017_1yr_person_AL_sample5000.csv.gz"
 SAMPLE_SHA256 = "71188d999d694e0c026bf6f29a815dfd0d06cb9f52fb86acf7fa2e4b4495034e"
 EMPLOYMENT_FEATURES = ("AGEP", "SCHL", "MAR", "RELP", "DIS", "ESP", "CIT", "MIG", "MIL", "ANC",
                        "NATIVITY", "DEAR", "DEYE", "DREM", "SEX", "RAC1P")
