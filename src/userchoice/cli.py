@@ -186,3 +186,121 @@ def data_import(
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err
     console.print(f"imported {path} → {target}")
+
+
+def _progress_bar(console: Console, label: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    progress = Progress("[progress.description]{task.description}", BarColumn(),
+                        MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                        transient=False)
+    task = progress.add_task(label, total=None)
+
+    def update(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    return progress, update
+
+
+def _runner(executor: str, address: str | None, workers: int | None):
+    from userchoice.experiments.runner import local_runner
+
+    if executor == "local":
+        return local_runner(workers)
+    if executor == "ray":
+        from userchoice.experiments.ray_runner import ray_runner
+
+        return ray_runner(address)
+    raise typer.BadParameter("must be 'local' or 'ray'", param_hint="--executor")
+
+
+def _sweep(config, out: Path, executor: str, address: str | None, data_dir: Path | None,
+           workers: int | None) -> None:
+    from userchoice.experiments.runner import iter_failures, run_experiment
+
+    console = Console()
+    runner = _runner(executor, address, workers)
+    progress, update = _progress_bar(console, config.name)
+    try:
+        with progress:
+            summary = run_experiment(config, out, runner=runner, data_dir=data_dir,
+                                     progress=update)
+    except (ValueError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
+    console.print(f"{summary.out}: {summary.done} done, {summary.diverged} diverged, "
+                  f"{summary.failed} failed, {summary.skipped} already finished "
+                  f"({summary.seconds:.1f} s)")
+    for row in list(iter_failures(out))[:10]:
+        console.print(f"  [yellow]{row['status']}[/yellow] run {row['run_id']}: {row['reason']}")
+    if summary.failed or summary.diverged:
+        raise typer.Exit(1)
+
+
+Executor = Annotated[str, typer.Option(help="local (in-process) or ray.")]
+Address = Annotated[str | None, typer.Option(help="Ray cluster address (default: start "
+                                                  "a local Ray).")]
+Workers = Annotated[int | None, typer.Option(min=1, help="local: chunks run at once.")]
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML.")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: key.sub=value.")]
+    = None,
+    out: Annotated[Path | None, typer.Option(help="Results directory (default: "
+                                                  "results/<name>).")] = None,
+    executor: Executor = "local",
+    address: Address = None,
+    workers: Workers = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Run every run of an experiment config (finished runs in OUT are skipped)."""
+    from userchoice.experiments.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, set_ or [])
+    except ConfigError as err:
+        Console().print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from err
+    _sweep(cfg, out or Path("results") / cfg.name, executor, address, data_dir, workers)
+
+
+@app.command()
+def resume(
+    directory: Annotated[Path, typer.Argument(help="A results directory.")],
+    executor: Executor = "local",
+    address: Address = None,
+    workers: Workers = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Finish the pending runs of a results directory (its config is in the manifest)."""
+    from userchoice.experiments.config import ConfigError, config_from_dict
+    from userchoice.experiments.store import ResultsDir
+
+    try:
+        manifest = ResultsDir(directory).read_manifest()
+        cfg = config_from_dict(manifest["config"], str(directory / "manifest.json"))
+    except (FileNotFoundError, ConfigError) as err:
+        Console().print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
+    _sweep(cfg, directory, executor, address, data_dir, workers)
+
+
+@app.command("status")
+def status_command(directory: Annotated[Path, typer.Argument(help="A results directory.")]
+                   ) -> None:
+    """Done / diverged / failed / pending runs of a results directory."""
+    from userchoice.experiments.runner import iter_failures, status
+
+    console = Console()
+    try:
+        counts = status(directory)
+    except FileNotFoundError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
+    console.print(f"{counts['name']}: {counts['total']} runs — {counts['done']} done, "
+                  f"{counts['diverged']} diverged, {counts['failed']} failed, "
+                  f"{counts['pending']} pending")
+    for row in list(iter_failures(directory))[:10]:
+        console.print(f"  {row['status']} run {row['run_id']}: {row['reason']}")

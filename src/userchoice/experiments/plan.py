@@ -1,0 +1,180 @@
+"""From a config to runnable work: build the market once, then one group per static shape.
+
+A run is identified by a content hash of everything its numbers depend on (data, market,
+learner, init, engine, probing, its knob values and the package version), so re-running a
+config finds finished runs by id: that is what makes sweeps resumable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from userchoice import __version__
+from userchoice.data.dataset import Market, make_market
+from userchoice.engine import EngineSpec, Knobs, make_knobs
+from userchoice.experiments.config import ExperimentConfig
+from userchoice.models import Family, Params, make_family
+from userchoice.probing import ProbingSpec
+
+KNOB_NAMES = ("seed", "tau", "p", "kappa", "eta", "lam", "temperature", "zeta")
+
+
+@dataclass
+class Group:
+    """Runs that share one compiled engine (same static shape)."""
+
+    index: int
+    static: dict[str, Any]  # this group's static_grid values
+    spec: EngineSpec
+    knobs: Knobs
+    run_ids: list[str]
+    rows: list[dict[str, Any]]  # one record per run: run_id, group, knob values, static values
+
+
+@dataclass
+class Plan:
+    config: ExperimentConfig
+    market: Market
+    family: Family
+    init_params: Params | None
+    groups: list[Group]
+    baseline: dict[str, float] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_runs(self) -> int:
+        return sum(len(g.run_ids) for g in self.groups)
+
+
+def load_dataset(config: ExperimentConfig, data_dir: str | None = None):
+    """The dataset (or, for synthetic markets, the market) named by the config."""
+    data = config.data
+    options = dict(data.options)
+    if data.dataset == "trap":
+        from userchoice.data.synthetic import trap_market
+
+        return trap_market(**options)
+    if data.dataset == "mixture":
+        from userchoice.data.synthetic import gaussian_mixture_market
+
+        return gaussian_mixture_market(n_learners=config.market.n_learners, **options)
+    if data.dataset == "census":
+        from userchoice.data.census import load_census
+
+        return load_census(data.path, data_dir=data_dir, **options)
+    if data.dataset == "movielens":
+        from userchoice.data.movielens import load_movielens
+
+        return load_movielens(data.path, data_dir=data_dir, **options)
+    from userchoice.data.amazon import load_amazon
+
+    return load_amazon(data.path, data_dir=data_dir, **options)
+
+
+def build_market(config: ExperimentConfig, data_dir: str | None = None) -> Market:
+    loaded = load_dataset(config, data_dir)
+    if isinstance(loaded, Market):
+        if config.market.preferences is not None:
+            return make_market(loaded.dataset, config.market.preferences,
+                               config.market.n_learners, attribute=config.market.attribute,
+                               name=config.name, **config.market.options)
+        if loaded.n_learners != config.market.n_learners:
+            raise ValueError(f"market.n_learners={config.market.n_learners} but the "
+                             f"{config.data.dataset} market has {loaded.n_learners} learners")
+        return loaded
+    if config.market.preferences is None:
+        raise ValueError(f"market.preferences must be set for dataset {config.data.dataset!r}")
+    return make_market(loaded, config.market.preferences, config.market.n_learners,
+                       attribute=config.market.attribute, name=config.name,
+                       **config.market.options)
+
+
+def make_learner_family(config: ExperimentConfig, market: Market) -> Family:
+    options = dict(config.learner.options)
+    if config.learner.family == "masked_multi_squared":
+        options.setdefault("n_outputs", int(np.shape(market.dataset.y_train)[1]))
+    return make_family(config.learner.family, **options)
+
+
+def _static_variants(config: ExperimentConfig) -> list[dict[str, Any]]:
+    keys = list(config.static_grid)
+    return [dict(zip(keys, values, strict=True))
+            for values in itertools.product(*(config.static_grid[k] for k in keys))] or [{}]
+
+
+def engine_spec(config: ExperimentConfig, family: Family, static: dict[str, Any]) -> EngineSpec:
+    engine = config.engine.model_dump()
+    probing = None if config.probing is None else config.probing.model_dump()
+    for key, value in static.items():
+        section, name = key.split(".", 1)
+        if section == "engine":
+            engine[name] = value
+        else:
+            if probing is None:
+                raise ValueError(f"static_grid {key!r} needs a probing section")
+            probing[name] = value
+    probing_spec = None
+    if probing is not None:
+        probing_spec = ProbingSpec(
+            probers=tuple(probing["probers"]), source=probing["source"], leader=probing["leader"],
+            subset=None if probing["subset"] is None else tuple(probing["subset"]),
+            n_probe=probing["n_probe"], probe_batch=probing["probe_batch"],
+            refresh_every=probing["refresh_every"])
+    return EngineSpec(family=family, n_learners=config.market.n_learners, probing=probing_spec,
+                      **engine)
+
+
+def run_id(config: ExperimentConfig, static: dict[str, Any], knobs: dict[str, Any]) -> str:
+    """Content hash of everything a run's numbers depend on."""
+    identity = {
+        "data": config.data.model_dump(), "market": config.market.model_dump(),
+        "learner": config.learner.model_dump(), "init": config.init.model_dump(),
+        "engine": config.engine.model_dump(),
+        "probing": None if config.probing is None else config.probing.model_dump(),
+        "static": static, "knobs": knobs, "prior": config.knobs.prior, "version": __version__,
+    }
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def make_groups(config: ExperimentConfig, family: Family) -> list[Group]:
+    axes = config.knobs.axes()
+    combos = list(itertools.product(*axes.values()))
+    groups = []
+    for index, static in enumerate(_static_variants(config)):
+        spec = engine_spec(config, family, static)
+        values = {name: [c[i] for c in combos] for i, name in enumerate(axes)}
+        knobs = make_knobs(config.market.n_learners, **values,
+                           **({} if config.knobs.prior is None else {"prior": config.knobs.prior}))
+        rows, ids = [], []
+        for r in range(len(combos)):
+            knob_values = {name: values[name][r] for name in axes}
+            rid = run_id(config, static, knob_values)
+            ids.append(rid)
+            rows.append({"run_id": rid, "group": index, **knob_values,
+                         **{k.replace(".", "_"): v for k, v in static.items()}})
+        groups.append(Group(index, static, spec, knobs, ids, rows))
+    return groups
+
+
+def make_plan(config: ExperimentConfig, data_dir: str | None = None) -> Plan:
+    """Build the market, initial parameters, pooled baseline and run groups of a config."""
+    import time
+
+    from userchoice.fitting import erm_init, pooled_baseline
+
+    started = time.perf_counter()
+    market = build_market(config, data_dir)
+    family = make_learner_family(config, market)
+    loaded = time.perf_counter()
+    init = erm_init(market, family, **config.init.options) if config.init.kind == "erm" else None
+    baseline = pooled_baseline(market, family)[1] if config.baseline else None
+    groups = make_groups(config, family)
+    return Plan(config, market, family, init, groups, baseline,
+                {"data_seconds": loaded - started, "init_seconds": time.perf_counter() - loaded})
