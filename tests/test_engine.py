@@ -343,3 +343,18 @@ def test_bad_market_or_shapes_are_named(mixture_market):
         make_knobs(3, prior=[1.0, 2.0])
     with pytest.raises(ValueError, match="unknown knob"):
         make_knobs(3, tua=0.5)
+
+
+def test_summarise_groups_runs_by_knobs(mixture_market):
+    spec = EngineSpec(Logistic(), 3, 8, 10, eval_every=5)
+    result = simulate(mixture_market, spec, knob_grid(3, seed=range(3), tau=[0.2, 0.9]))
+    rows = result.summarise("test_loss", by=("tau",))
+    assert [row["tau"] for row in rows] == pytest.approx([0.2, 0.9])
+    for row in rows:
+        chosen = np.isclose(np.asarray(result.knobs.tau), row["tau"])
+        values = result.final("test_loss")[chosen]
+        assert row["n_runs"] == 3
+        np.testing.assert_allclose(row["mean"], values.mean(axis=0), rtol=1e-6)
+        np.testing.assert_allclose(row["sem"], values.std(axis=0, ddof=1) / np.sqrt(3), rtol=1e-5)
+    with pytest.raises(ValueError, match="by must name knobs"):
+        result.summarise("test_loss", by=("gamma",))

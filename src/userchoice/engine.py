@@ -37,8 +37,6 @@ SCHEDULES: tuple[str, ...] = ("constant", "inv_sqrt", "inv")
 NORMALISATIONS: tuple[str, ...] = ("mean", "su_dean")
 DTYPES: tuple[str, ...] = ("float32", "float64")
 
-# Named random streams (fold_in constants): changing them changes every run's numbers.
-STREAM_INIT, STREAM_PROBE_SET, STREAM_ARRIVAL, STREAM_CHOICE, STREAM_PROBE_BATCH = range(5)
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -110,14 +108,6 @@ class Knobs(NamedTuple):
     def run(self, index: int) -> Knobs:
         """One run's knobs, keeping a run axis of length one."""
         return Knobs(*(np.asarray(v)[index : index + 1] for v in self))
-
-    def as_records(self) -> list[dict[str, Any]]:
-        rows = []
-        for r in range(self.n_runs):
-            row = {k: np.asarray(v)[r].item() for k, v in self._asdict().items() if k != "prior"}
-            row["prior"] = np.asarray(self.prior)[r].tolist()
-            rows.append(row)
-        return rows
 
 
 KNOB_DEFAULTS: dict[str, float] = {
@@ -275,6 +265,10 @@ class RunKeys(NamedTuple):
 
 
 def run_keys(seed: jax.Array) -> RunKeys:
+    """Named streams, ``fold_in(key(seed), i)`` in RunKeys field order (init 0 … probe_batch 4).
+
+    Renumbering them would change every run's numbers.
+    """
     key = jax.random.key(seed)
     return RunKeys(*(jax.random.fold_in(key, s) for s in range(5)))
 

@@ -214,7 +214,3 @@ def learner_losses(
 ) -> jax.Array:
     """Reported loss of every learner on the same users: [n, B]."""
     return family.loss(learner_scores(family, theta, x), y, w)
-
-
-def n_learners_of(theta: Params) -> int:
-    return int(jax.tree_util.tree_leaves(theta)[0].shape[0])
