@@ -304,3 +304,40 @@ def status_command(directory: Annotated[Path, typer.Argument(help="A results dir
                   f"{counts['pending']} pending")
     for row in list(iter_failures(directory))[:10]:
         console.print(f"  {row['status']} run {row['run_id']}: {row['reason']}")
+
+
+@app.command()
+def plot(
+    directory: Annotated[Path, typer.Argument(help="A results directory.")],
+    out: Annotated[Path | None, typer.Option(help="Folder for the figures (default: "
+                                                  "DIRECTORY/figures).")] = None,
+) -> None:
+    """Write every applicable figure (PNG and PDF) of a results directory."""
+    from userchoice.plots import plot_results
+
+    console = Console()
+    try:
+        paths = plot_results(directory, out)
+    except (FileNotFoundError, ValueError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
+    console.print(f"{len(paths)} figure files written to {out or directory / 'figures'}")
+
+
+@app.command()
+def report(
+    directories: Annotated[list[Path], typer.Argument(help="One or more results directories.")],
+    out: Annotated[Path | None, typer.Option(help="HTML file (default: report.html in the "
+                                                  "first directory).")] = None,
+) -> None:
+    """Write one self-contained HTML page: figures, tables, config, provenance."""
+    from userchoice.report import write_report
+
+    console = Console()
+    target = out or directories[0] / "report.html"
+    try:
+        path = write_report(directories, target)
+    except (FileNotFoundError, ValueError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
+    console.print(f"report written to {path}")
