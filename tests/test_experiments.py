@@ -170,8 +170,6 @@ def test_a_chunk_without_its_commit_marker_is_pending_and_recomputed(tmp_path, r
     assert_same_tables(out, reference)
 
 
-@pytest.mark.xfail(strict=True, reason="store.py never removes the temporary file of a write "
-                   "killed half-way; resume could delete stale '.*' parts")
 def test_resume_removes_stale_temporary_files(tmp_path):
     out = tmp_path / "stale"
     run_experiment(config(), out, chunk_size=CHUNK)
@@ -180,9 +178,6 @@ def test_resume_removes_stale_temporary_files(tmp_path):
     assert temp_files(out) == []
 
 
-@pytest.mark.xfail(strict=True, reason="the package version is in every run id but not in the "
-                   "config hash: resuming with another version recomputes every run beside the "
-                   "old ones (status: pending -24)")
 def test_resuming_with_another_package_version_does_not_duplicate_runs(tmp_path, monkeypatch):
     out = tmp_path / "upgraded"
     run_experiment(config(), out, chunk_size=CHUNK)
@@ -255,8 +250,6 @@ def test_a_chunk_that_raises_is_recorded_failed_and_the_others_complete(tmp_path
                            "diverged": 0, "failed": 12}
 
 
-@pytest.mark.xfail(strict=True, reason="a failed chunk's runs part is its commit marker, so "
-                   "resume never retries failed runs (e.g. after an out-of-memory error)")
 def test_resume_retries_failed_runs(tmp_path, monkeypatch, reference):
     out = tmp_path / "retry"
     with monkeypatch.context() as patch:
@@ -322,7 +315,7 @@ def test_run_ids_are_stable_across_processes():
     "init.options.steps=10", "engine.batch_size=11", "engine.steps=61", "engine.eval_every=30",
     "engine.choice=argmin", "engine.schedule=inv_sqrt", "engine.normalisation=su_dean",
     "engine.update_all=false", "engine.dtype=float64", "probing={probers: [0]}",
-    "knobs.tau=0.6", "knobs.kappa=0.1", "knobs.p=0.0001", "knobs.temperature=2.0",
+    "knobs.tau=0.6", "knobs.temperature=2.0",
     "knobs.zeta=0.1", "knobs.prior=[0.3, 0.7]", "knobs.lam=[0.0, 0.2]",
     "knobs.eta=[0.02, 0.06]", "knobs.seed=[0, 1, 5]",
     "static_grid={engine.batch_size: [5, 11]}", "static_grid={engine.steps: [60]}",
@@ -337,6 +330,14 @@ def test_a_run_id_changes_with_anything_its_numbers_depend_on(override):
         assert len(set(changed) - set(base)) >= len(changed) // 3
     else:
         assert not set(changed) & set(base), override
+
+
+@pytest.mark.parametrize("override", ["knobs.kappa=0.1", "knobs.p=0.0001"])
+def test_probing_knobs_change_the_run_id(override):
+    probed = "probing={probers: [0]}"  # p and κ only mean something with probing
+    base, changed = run_ids(config(BASE, probed)), run_ids(config(BASE, probed, override))
+    assert len(set(changed)) == len(changed)
+    assert not set(changed) & set(base), override
 
 
 def test_the_package_version_is_part_of_the_run_id(monkeypatch):

@@ -210,7 +210,11 @@ def _runner(executor: str, address: str | None, workers: int | None):
     if executor == "ray":
         from userchoice.experiments.ray_runner import ray_runner
 
-        return ray_runner(address)
+        try:
+            return ray_runner(address, num_cpus=workers)
+        except ImportError as err:
+            Console().print(f"[red]error:[/red] {err}")
+            raise typer.Exit(2) from err
     raise typer.BadParameter("must be 'local' or 'ray'", param_hint="--executor")
 
 
@@ -240,7 +244,9 @@ def _sweep(config, out: Path, executor: str, address: str | None, data_dir: Path
 Executor = Annotated[str, typer.Option(help="local (in-process) or ray.")]
 Address = Annotated[str | None, typer.Option(help="Ray cluster address (default: start "
                                                   "a local Ray).")]
-Workers = Annotated[int | None, typer.Option(min=1, help="local: chunks run at once.")]
+Workers = Annotated[int | None, typer.Option(
+    min=1, help="Chunks run at once (local), or CPUs of the local Ray that --executor ray "
+                "starts when no --address is given.")]
 
 
 @app.command()

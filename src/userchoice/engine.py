@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -697,15 +698,23 @@ def _check_init_params(spec: EngineSpec, market: Market, init_params: Params) ->
 
 
 _EXECUTABLES: dict[tuple, Any] = {}
+_COMPILE_LOCKS: dict[tuple, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
 
 
 def _executable(spec: EngineSpec, data: MarketArrays, init: Params | None, part: Knobs) -> Any:
-    """Ahead-of-time compiled program for these shapes (cached), so compile time is measurable."""
+    """Ahead-of-time compiled program for these shapes (cached), so compile time is measurable.
+
+    One lock per shape: threads running chunks of the same group compile it once.
+    """
     shapes = jax.tree_util.tree_map(lambda a: (a.shape, str(a.dtype)), (data, init, part))
     key = (spec, jax.config.jax_enable_x64, repr(shapes))
-    if key not in _EXECUTABLES:
-        fn = _compiled(spec, bool(jax.config.jax_enable_x64))
-        _EXECUTABLES[key] = fn.lower(data, init, part).compile()
+    with _LOCKS_GUARD:
+        lock = _COMPILE_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        if key not in _EXECUTABLES:
+            fn = _compiled(spec, bool(jax.config.jax_enable_x64))
+            _EXECUTABLES[key] = fn.lower(data, init, part).compile()
     return _EXECUTABLES[key]
 
 

@@ -8,11 +8,19 @@ fields that change compiled shapes (e.g. ``probing.n_probe``), one engine group 
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from userchoice.market import CHOICE_RULES
 from userchoice.models import FAMILIES
@@ -20,6 +28,25 @@ from userchoice.preferences import PREFERENCE_MODES
 from userchoice.probing import SOURCES
 
 DATASETS = ("census", "movielens", "amazon", "trap", "mixture")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads YAML 1.2 floats such as ``1e-3`` (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
 
 
 class ConfigError(ValueError):
@@ -30,6 +57,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Count = Annotated[int, Field(ge=1, strict=True)]  # strict: `true` is not a count
+Index = Annotated[int, Field(ge=0, strict=True)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
@@ -43,7 +72,7 @@ class DataConfig(_Strict):
 
 class MarketConfig(_Strict):
     preferences: Literal[PREFERENCE_MODES] | None = None  # None: the dataset's own (synthetic)
-    n_learners: Annotated[int, Field(ge=1)]
+    n_learners: Count
     attribute: str | None = None  # for category / feature preferences
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -59,9 +88,9 @@ class InitConfig(_Strict):
 
 
 class EngineConfig(_Strict):
-    batch_size: Annotated[int, Field(ge=1)]
-    steps: Annotated[int, Field(ge=1)]
-    eval_every: Annotated[int, Field(ge=1)] = 100
+    batch_size: Count
+    steps: Count
+    eval_every: Count = 100
     choice: Literal[CHOICE_RULES] = "tau_mixture"
     schedule: Literal["constant", "inv_sqrt", "inv"] = "constant"
     normalisation: Literal["mean", "su_dean"] = "mean"
@@ -70,19 +99,19 @@ class EngineConfig(_Strict):
 
 
 class ProbingConfig(_Strict):
-    probers: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
+    probers: list[Index] = Field(min_length=1)
     source: Literal[SOURCES] = "preferred"
-    leader: Annotated[int, Field(ge=0)] | None = None
-    subset: list[Annotated[int, Field(ge=0)]] | None = None
-    n_probe: Annotated[int, Field(ge=1)] = 100
-    probe_batch: Annotated[int, Field(ge=1)] = 150
-    refresh_every: Annotated[int, Field(ge=0)] = 0
+    leader: Index | None = None
+    subset: list[Index] | None = None
+    n_probe: Count = 100
+    probe_batch: Count = 150
+    refresh_every: Index = 0
 
 
 class KnobsConfig(_Strict):
     """Per-run values; a list is a grid axis. ``seed: N`` (an int) means seeds 0..N−1."""
 
-    seed: Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=0)]] = 1
+    seed: Count | list[Index] = 1
     tau: Probability | list[Probability] = 0.0
     p: NonNegative | list[NonNegative] = 0.0
     kappa: Probability | list[Probability] = 0.0
@@ -140,26 +169,68 @@ class ExperimentConfig(_Strict):
                 raise ValueError(f"static_grid[{key!r}] needs at least one value")
         return grid
 
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        def values(name: str) -> list:
+            value = getattr(self.knobs, name)
+            return value if isinstance(value, list) else [value]
 
-_TYPE_TAGS = {"int", "float", "str", "bool", "dict", "list", "none", "constrained-float",
-              "constrained-int", "constrained-str", "function-after", "literal"}
+        if self.probing is None and any(v > 0 for v in values("p")):
+            raise ValueError("knobs.p > 0 needs a probing section (which learners probe, whom)")
+        per_user = self.probing is not None and self.probing.source in ("leader", "preferred")
+        if not per_user and any(v > 0 for v in values("kappa")):
+            raise ValueError("knobs.kappa > 0 needs probing with source 'preferred' or 'leader'")
+        for key, grid_values in self.static_grid.items():
+            section_name, field = key.split(".", 1)
+            section = getattr(self, section_name)
+            if section is None:
+                raise ValueError(f"static_grid[{key!r}] needs a {section_name} section")
+            for value in grid_values:
+                try:
+                    type(section).model_validate({**section.model_dump(), field: value})
+                except ValidationError as error:
+                    reason = error.errors()[0]["msg"]
+                    raise ValueError(f"static_grid[{key!r}] value {value!r}: {reason}") from None
+        return self
 
 
-def _is_tag(part: Any) -> bool:
-    """pydantic puts the union branch it tried into the location; users never wrote it."""
-    return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part or "-" in part)
+def _location(loc: tuple, raw: Any) -> str:
+    """The dotted path of the fields the user wrote: pydantic also puts the union branch it
+    tried into the location, so keep only the parts found in the raw input (or, for a missing
+    required field, its name)."""
+    parts, node = [], raw
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            parts.append(str(part))
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            parts.append(str(part))
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and part in _field_names():
+            parts.append(part)  # a required field that is missing
+            node = None
+    return ".".join(parts) or "(top level)"
 
 
-def _format_error(error: ValidationError, source: str) -> str:
+def _field_names() -> set[str]:
+    names: set[str] = set()
+    for model in (ExperimentConfig, DataConfig, MarketConfig, LearnerConfig, InitConfig,
+                  EngineConfig, ProbingConfig, KnobsConfig):
+        names.update(model.model_fields)
+    return names
+
+
+def _format_error(error: ValidationError, source: str, raw: Any) -> str:
     lines, seen = [f"invalid config {source}:"], set()
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"] if not _is_tag(p)) or "(top level)"
+        where = _location(item["loc"], raw)
         if where in seen:  # one message per field: the first union branch's
             continue
         seen.add(where)
         value = item.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"  {where}: {item['msg']}{shown}")
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}: {message}{shown}")
     return "\n".join(lines)
 
 
@@ -172,7 +243,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not path:
         raise ConfigError(f"override {text!r} names no field")
     try:
-        value = yaml.safe_load(raw)
+        value = yaml_load(raw)
     except yaml.YAMLError as error:
         raise ConfigError(f"override {text!r}: value is not valid YAML ({error})") from error
     return path, value
@@ -202,7 +273,7 @@ def config_from_dict(raw: Any, source: str = "<dict>",
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(_format_error(error, source)) from None
+        raise ConfigError(_format_error(error, source, raw)) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -211,7 +282,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml_load(path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError(f"config {path} is not valid YAML: {error}") from None
     return config_from_dict(raw, str(path), overrides)

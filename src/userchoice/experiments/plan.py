@@ -18,7 +18,7 @@ import numpy as np
 from userchoice import __version__
 from userchoice.data.dataset import Market, make_market
 from userchoice.engine import EngineSpec, Knobs, make_knobs
-from userchoice.experiments.config import ExperimentConfig
+from userchoice.experiments.config import ConfigError, ExperimentConfig
 from userchoice.models import Family, Params, make_family
 from userchoice.probing import ProbingSpec
 
@@ -78,7 +78,10 @@ def load_dataset(config: ExperimentConfig, data_dir: str | None = None):
 
 
 def build_market(config: ExperimentConfig, data_dir: str | None = None) -> Market:
-    loaded = load_dataset(config, data_dir)
+    try:
+        loaded = load_dataset(config, data_dir)
+    except TypeError as error:  # an option the loader does not take
+        raise ConfigError(f"data.options for dataset {config.data.dataset!r}: {error}") from None
     if isinstance(loaded, Market):
         if config.market.preferences is not None:
             return make_market(loaded.dataset, config.market.preferences,
@@ -130,16 +133,26 @@ def engine_spec(config: ExperimentConfig, family: Family, static: dict[str, Any]
                       **engine)
 
 
+def code_version() -> str:
+    """The version in run ids and sweep hashes: results of another version are not reused."""
+    return __version__
+
+
 def run_id(config: ExperimentConfig, static: dict[str, Any], knobs: dict[str, Any]) -> str:
     """Content hash of everything a run's numbers depend on."""
     identity = {
-        "data": config.data.model_dump(), "market": config.market.model_dump(),
-        "learner": config.learner.model_dump(), "init": config.init.model_dump(),
-        "engine": config.engine.model_dump(),
-        "probing": None if config.probing is None else config.probing.model_dump(),
-        "static": static, "knobs": knobs, "prior": config.knobs.prior, "version": __version__,
+        "data": config.data.model_dump(mode="json"),
+        "market": config.market.model_dump(mode="json"),
+        "learner": config.learner.model_dump(mode="json"),
+        "init": config.init.model_dump(mode="json"),
+        "engine": config.engine.model_dump(mode="json"),
+        "probing": None if config.probing is None else config.probing.model_dump(mode="json"),
+        "static": static, "knobs": knobs, "prior": config.knobs.prior, "version": code_version(),
     }
-    text = json.dumps(identity, sort_keys=True, default=str)
+    # Round-trip through JSON first: keys become strings (as after a manifest round trip), so
+    # mixed int/str keys sort, and a resumed sweep computes the same ids.
+    canonical = json.loads(json.dumps(identity, default=str))
+    text = json.dumps(canonical, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from userchoice.engine import EngineSpec, Knobs, default_chunk_size, default_workers, simulate
 from userchoice.experiments.config import ExperimentConfig
-from userchoice.experiments.plan import Group, Plan, make_plan
+from userchoice.experiments.plan import Group, Plan, code_version, make_plan
 from userchoice.experiments.store import ResultsDir, git_sha, versions
 from userchoice.models import Params
 
@@ -121,16 +121,21 @@ def local_runner(workers: int | None = None) -> Runner:
                 return job, None, f"{type(error).__name__}: {error}", \
                     time.perf_counter() - started
 
-        with ThreadPoolExecutor(max_workers=max(1, workers or default_workers())) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, workers or default_workers()))
+        try:
             futures = [pool.submit(one, job) for job in jobs]
             for future in as_completed(futures):
                 yield future.result()
+        finally:  # stopped early (Ctrl-C, an error): do not compute the queued chunks
+            pool.shutdown(wait=True, cancel_futures=True)
 
     return run
 
 
 def config_hash(config: ExperimentConfig) -> str:
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+    """Identity of a sweep: its config and the package version (run ids include both)."""
+    text = config.model_dump_json() + code_version()
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -160,9 +165,9 @@ def run_experiment(
     digest = config_hash(config)
     previous = store.read_manifest() if store.manifest_path.is_file() else None
     if previous is not None and previous.get("config_hash") != digest:
-        raise ValueError(f"{store.path} holds results of another config (hash "
-                         f"{previous.get('config_hash')}, this one {digest}); choose another "
-                         f"output directory")
+        raise ValueError(f"{store.path} holds results of another config or package version "
+                         f"(hash {previous.get('config_hash')}, this one {digest}); choose "
+                         f"another output directory")
     plan = plan or make_plan(config, data_dir)
     if previous is not None:
         sizes = {int(k): v for k, v in previous["chunk_sizes"].items()}
@@ -182,8 +187,9 @@ def run_experiment(
     }
     store.write_manifest(manifest)
 
+    store.remove_temporary()  # left by a sweep killed mid-write
     jobs = [job for g in plan.groups for job in chunk_jobs(g, sizes[g.index])]
-    finished = store.finished_chunks()
+    finished = store.finished_chunks() - store.failed_chunks()  # failed chunks are retried
     todo = [job for job in jobs if job.key not in finished]
     skipped = sum(len(j.indices) for j in jobs if j.key in finished)
     done_runs = skipped

@@ -62,6 +62,8 @@ def atomic_write_parquet(path: Path, frame: pd.DataFrame) -> None:
     os.close(handle)
     try:
         frame.to_parquet(tmp, index=False)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -112,6 +114,25 @@ class ResultsDir:
         atomic_write_parquet(self.path / "learners" / f"{key}.parquet", learners)
         atomic_write_parquet(self.path / "market" / f"{key}.parquet", market)
         atomic_write_parquet(self.path / "runs" / f"{key}.parquet", runs)  # commit marker
+
+    def remove_temporary(self) -> int:
+        """Delete half-written parts (``.name.parquet.XXXX``) a killed sweep left behind."""
+        removed = 0
+        for name in TABLES:
+            for stale in (self.path / name).glob(".*.parquet.*"):
+                stale.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def failed_chunks(self) -> set[str]:
+        """Chunks whose every run failed (an exception, not divergence): to be retried."""
+        folder = self.path / "runs"
+        failed = set()
+        for part in folder.glob("*.parquet") if folder.is_dir() else []:
+            status = pd.read_parquet(part, columns=["status"])["status"]
+            if len(status) and (status == "failed").all():
+                failed.add(part.stem)
+        return failed
 
     def finished_chunks(self) -> set[str]:
         folder = self.path / "runs"
