@@ -262,10 +262,11 @@ def run(
     data_dir: DataDir = None,
 ) -> None:
     """Run every run of an experiment config (finished runs in OUT are skipped)."""
-    from userchoice.experiments.config import ConfigError, load_config
+    from userchoice.experiments.config import ConfigError
+    from userchoice.experiments.reproduce import load_experiment
 
     try:
-        cfg = load_config(config, set_ or [])
+        cfg = load_experiment(config, set_ or [], data_dir=data_dir)
     except ConfigError as err:
         Console().print(f"[red]{err}[/red]")
         raise typer.Exit(2) from err
@@ -347,3 +348,62 @@ def report(
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err
     console.print(f"report written to {path}")
+
+
+@app.command("reproduce")
+def reproduce_command(
+    target: Annotated[str, typer.Argument(help="paper, census, movielens, amazon or nn.")],
+    quick: Annotated[bool, typer.Option(help="CI-sized configs on the staged substitutes.")]
+    = False,
+    local: Annotated[bool, typer.Option(help="The paper's settings on the substitutes in "
+                                             "../shared/data.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: "
+                                                  "results/reproduce-TARGET).")] = None,
+    only: Annotated[list[str] | None, typer.Option(help="Only these experiments (repeat).")]
+    = None,
+    configs: Annotated[Path | None, typer.Option(help="Folder holding paper/, local/, quick/.")]
+    = None,
+    figures: Annotated[bool, typer.Option(help="Write figures.")] = True,
+    executor: Executor = "local",
+    address: Address = None,
+    workers: Workers = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the paper's experiments, write figures and summary.md beside the paper's numbers."""
+    import json
+
+    from userchoice.experiments.config import ConfigError
+    from userchoice.experiments.reproduce import ReproduceError, reproduce
+
+    console = Console()
+    runner = _runner(executor, address, workers)
+    kind = "quick" if quick else "local" if local else "paper"
+    dest = out or Path("results") / f"reproduce-{target}-{kind}"
+    progress_bar, _ = _progress_bar(console, target)
+    tasks: dict[str, int] = {}
+
+    def progress(name: str, done: int, total: int) -> None:
+        if name not in tasks:
+            tasks[name] = progress_bar.add_task(name, total=total)
+        progress_bar.update(tasks[name], completed=done, total=total)
+
+    failed = False
+    try:
+        with progress_bar:
+            summary = reproduce(target, dest, quick=quick, local=local, runner=runner,
+                                data_dir=data_dir, progress=progress, configs=configs,
+                                only=only, figures=figures)
+    except (ValueError, ConfigError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
+    except ReproduceError as err:
+        console.print(f"[red]some experiments failed:[/red] {err}")
+        summary, failed = dest / "summary.md", True
+    record = dest / "reproduce.json"
+    if record.is_file():
+        runs = json.loads(record.read_text()).get("runs", {})
+        failed = failed or any(v.get("failed", 0) or v.get("diverged", 0)
+                               for v in runs.values() if isinstance(v, dict))
+    console.print(f"summary written to {summary}")
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,750 @@
+"""Reproduce the paper's experiments: shipped configs → results → figures → ``summary.md``.
+
+Config sets (one YAML per experiment of SPEC §7, same names in each set):
+
+- ``configs/paper``: the paper's settings on the full data in the data directory;
+- ``configs/local``: the same settings on the real substitutes staged in ``../shared/data``;
+- ``configs/quick``: CI-sized variants on the substitutes (few seeds, short horizon).
+
+Paths in configs. ``data.path`` (a string or a list) and the path-valued loader options
+(``data.options.cache_dir``) may use ``${NAME}`` tokens:
+
+- ``${SHARED_DATA}``: ``$USERCHOICE_SHARED_DATA``, else the nearest ``shared/data`` folder
+  above the config file (or above this package): ``../shared/data`` beside a checkout;
+- ``${DATA_DIR}``: the userchoice data directory (``--data-dir``, ``$USERCHOICE_DATA``, …);
+- ``${CONFIG_DIR}``: the folder of the config file;
+- any other ``${NAME}``: the environment variable ``NAME`` (an unset one is an error naming the
+  field).
+
+``~`` is expanded, and a path that is still relative after that is taken relative to the
+config file's folder (a relative path in a ``--set`` override: relative to the working
+directory). Resolution happens when a config is loaded (``load_experiment``); the resolved,
+absolute paths are what the results manifest records.
+
+``reported:`` (the paper's numbers, SPEC §9) is free-form for the config schema; this module
+reads these keys: ``metric`` (``test_accuracy`` | ``test_loss``), ``pooled`` (pooled
+baseline), ``worst_p0`` (the most trapped learner without probing), ``prober`` (a mapping
+p → the prober's final metric, κ = 0), ``prober_best`` (the prober at its best p),
+``by_n_probe`` (N_probe → the prober's final metric), ``claims`` (sentences) and ``source``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from userchoice.experiments.config import (
+    ConfigError,
+    ExperimentConfig,
+    config_from_dict,
+)
+
+SHARED_DATA_ENV = "USERCHOICE_SHARED_DATA"
+CONFIGS_ENV = "USERCHOICE_CONFIGS"
+CONFIG_SETS = ("paper", "local", "quick")
+TARGETS = ("paper", "census", "movielens", "amazon", "nn")
+PATH_OPTIONS = ("cache_dir",)  # data.options entries that name files or folders
+_TOKEN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_RUN_COLUMNS = {"run_id", "group", "seed", "chunk", "seconds", "status", "reason",
+                "diverged_step"}
+# SPEC §7's table order, used for the summary (other names follow, alphabetically).
+EXPERIMENT_ORDER = (
+    "census_bad", "census_bad_leader", "census_bad_majority", "census_good",
+    "census_good_2probe", "census_good_kappa", "census_good_leader", "census_good_majority",
+    "census_nprobe", "movielens_bad", "movielens_bad_leader", "movielens_bad_majority",
+    "movielens_good", "movielens_good_kappa", "movielens_good_leader", "movielens_good_majority",
+    "amazon_bad", "amazon_good", "amazon_good_kappa", "census_nn_bad", "census_nn_good",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths inside configs
+# ---------------------------------------------------------------------------------------------
+
+
+def find_shared_data(start: str | Path | None = None) -> Path:
+    """``$USERCHOICE_SHARED_DATA``, else the nearest ``shared/data`` above ``start`` or above
+    this package (a checkout's ``../shared/data``)."""
+    if os.environ.get(SHARED_DATA_ENV):
+        return Path(os.environ[SHARED_DATA_ENV]).expanduser()
+    tried = []
+    for origin in (start, Path(__file__).resolve().parent):
+        if origin is None:
+            continue
+        for folder in (Path(origin).resolve(), *Path(origin).resolve().parents):
+            candidate = folder / "shared" / "data"
+            if candidate.is_dir():
+                return candidate
+            tried.append(str(folder))
+    raise FileNotFoundError(f"no shared/data folder found above {start or 'the package'}; set "
+                            f"${SHARED_DATA_ENV} to the folder holding the staged datasets")
+
+
+def expand_path(text: str, *, base_dir: str | Path | None, where: str = "path",
+                data_dir: str | Path | None = None) -> str:
+    """One path with ``${NAME}`` tokens expanded, ``~`` expanded, made absolute against
+    ``base_dir`` (the working directory when None)."""
+
+    def value(match: re.Match) -> str:
+        name = match.group(1)
+        if name == "SHARED_DATA":
+            try:
+                return str(find_shared_data(base_dir))
+            except FileNotFoundError as error:
+                raise ConfigError(f"{where}: cannot resolve ${{SHARED_DATA}}: {error}") from None
+        if name == "DATA_DIR":
+            from userchoice.data.common import data_dir as resolve
+
+            return str(resolve(data_dir))
+        if name == "CONFIG_DIR":
+            if base_dir is None:
+                raise ConfigError(f"{where}: ${{CONFIG_DIR}} needs a config file")
+            return str(Path(base_dir).resolve())
+        if name in os.environ:
+            return os.environ[name]
+        raise ConfigError(f"{where}: ${{{name}}} is not SHARED_DATA, DATA_DIR, CONFIG_DIR or a "
+                          f"set environment variable (got {text!r})")
+
+    path = Path(_TOKEN.sub(value, text)).expanduser()
+    if not path.is_absolute():
+        path = Path(base_dir or Path.cwd()).resolve() / path
+    return str(path)
+
+
+def _resolve_data_section(data: dict[str, Any], base_dir: str | Path | None,
+                          data_dir: str | Path | None) -> dict[str, Any]:
+    data = dict(data)
+    raw = data.get("path")
+    if isinstance(raw, str):
+        data["path"] = expand_path(raw, base_dir=base_dir, where="data.path", data_dir=data_dir)
+    elif isinstance(raw, list):
+        data["path"] = [expand_path(p, base_dir=base_dir, where=f"data.path[{i}]",
+                                    data_dir=data_dir) if isinstance(p, str) else p
+                        for i, p in enumerate(raw)]
+    options = data.get("options")
+    if isinstance(options, dict):
+        options = dict(options)
+        for key in PATH_OPTIONS:
+            if isinstance(options.get(key), str):
+                options[key] = expand_path(options[key], base_dir=base_dir,
+                                           where=f"data.options.{key}", data_dir=data_dir)
+        data["options"] = options
+    return data
+
+
+def resolve_config_paths(config: ExperimentConfig, base_dir: str | Path | None = None,
+                         data_dir: str | Path | None = None) -> ExperimentConfig:
+    """The config with its data paths expanded and absolute (see the module docstring);
+    relative paths are taken against ``base_dir`` (default: the working directory)."""
+    data = _resolve_data_section(config.data.model_dump(), base_dir, data_dir)
+    return config.model_copy(update={"data": type(config.data).model_validate(data)})
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None,
+                    data_dir: str | Path | None = None) -> ExperimentConfig:
+    """``load_config`` plus path resolution: the file's paths against its own folder, then
+    those of ``overrides`` (``key=value``) against the working directory."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config {path} is not valid YAML: {error}") from None
+    if isinstance(raw, dict) and isinstance(raw.get("data"), dict):
+        raw = {**raw, "data": _resolve_data_section(raw["data"], path.parent, data_dir)}
+    config = config_from_dict(raw, str(path), overrides)
+    return resolve_config_paths(config, None, data_dir) if overrides else config
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the shipped configs are
+# ---------------------------------------------------------------------------------------------
+
+
+def configs_root(explicit: str | Path | None = None) -> Path:
+    """The folder holding ``paper/``, ``local/`` and ``quick/``: ``explicit``, else
+    ``$USERCHOICE_CONFIGS``, else ``userchoice/configs`` inside the installed package (where a
+    wheel ships them), else the ``configs/`` folder of the checkout this package runs from."""
+    if explicit is not None or os.environ.get(CONFIGS_ENV):
+        root = Path(explicit if explicit is not None else os.environ[CONFIGS_ENV]).expanduser()
+        if not (root / "paper").is_dir():
+            raise FileNotFoundError(f"{root} has no paper/ folder of experiment configs")
+        return root
+    here = Path(__file__).resolve()
+    candidates = [here.parents[1] / "configs", *(p / "configs" for p in here.parents[2:])]
+    for candidate in candidates:
+        if (candidate / "paper").is_dir():
+            return candidate
+    raise FileNotFoundError("the shipped experiment configs were not found (looked in "
+                            f"{candidates[0]} and every configs/ folder above the package); pass "
+                            f"configs=... or set ${CONFIGS_ENV}")
+
+
+def _in_target(name: str, target: str) -> bool:
+    if target == "paper":
+        return True
+    if target == "nn":
+        return name.startswith("census_nn_")
+    if target == "census":
+        return name.startswith("census_") and not name.startswith("census_nn_")
+    return name.startswith(f"{target}_")
+
+
+def select_configs(target: str, kind: str = "paper", root: str | Path | None = None,
+                   only: Sequence[str] | None = None) -> list[Path]:
+    """The config files of ``target`` (paper | census | movielens | amazon | nn) in set
+    ``kind`` (paper | local | quick), sorted by name; ``only`` keeps those names."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {list(TARGETS)}, got {target!r}")
+    if kind not in CONFIG_SETS:
+        raise ValueError(f"config set must be one of {list(CONFIG_SETS)}, got {kind!r}")
+    folder = configs_root(root) / kind
+    paths = sorted(p for p in folder.glob("*.yaml") if _in_target(p.stem, target))
+    if only:
+        unknown = sorted(set(only) - {p.stem for p in paths})
+        if unknown:
+            raise ValueError(f"{unknown} not among the {target} configs in {folder}: "
+                             f"{[p.stem for p in paths]}")
+        paths = [p for p in paths if p.stem in set(only)]
+    if not paths:
+        raise FileNotFoundError(f"no {target} configs in {folder}")
+    return paths
+
+
+def bad_good_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
+    """(bad, good) experiment pairs: ``X_bad[_S]`` with ``X_good[_S]``."""
+    present = set(names)
+    pairs = []
+    for name in names:
+        match = re.fullmatch(r"(.*)_bad(_.*)?", name)
+        if match:
+            good = f"{match.group(1)}_good{match.group(2) or ''}"
+            if good in present:
+                pairs.append((name, good))
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures (userchoice.plots)
+# ---------------------------------------------------------------------------------------------
+
+
+def _plots() -> Any:
+    try:
+        from userchoice import plots
+    except ImportError as error:
+        raise RuntimeError(f"figures need userchoice.plots, which failed to import ({error}); "
+                           f"pass figures=False to skip them") from error
+    missing = [f for f in ("plot_results", "plot_bad_vs_good") if not hasattr(plots, f)]
+    if missing:
+        raise RuntimeError(f"userchoice.plots lacks {missing}; pass figures=False to skip "
+                           f"figures")
+    return plots
+
+
+def _paths(written: Any) -> list[Path]:
+    if written is None:
+        return []
+    if isinstance(written, str | Path):
+        return [Path(written)]
+    return [Path(p) for p in written]
+
+
+def write_figures(out: Path, names: Sequence[str]) -> tuple[dict[str, list[Path]],
+                                                            dict[str, str]]:
+    """Every figure of each experiment and of each bad/good pair; (paths, errors) by name."""
+    plots = _plots()
+    written: dict[str, list[Path]] = {}
+    errors: dict[str, str] = {}
+    for name in names:
+        try:
+            written[name] = _paths(plots.plot_results(out / name))
+        except Exception as error:  # one experiment's figures never stop the others
+            errors[name] = f"{type(error).__name__}: {error}"
+    for bad, good in bad_good_pairs(names):
+        key = f"{bad}_vs_{good}"
+        try:
+            written[key] = _paths(plots.plot_bad_vs_good(out / bad, out / good,
+                                                         out / "figures" / key))
+        except Exception as error:
+            errors[key] = f"{type(error).__name__}: {error}"
+    return written, errors
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary: our final numbers beside the paper's
+# ---------------------------------------------------------------------------------------------
+
+
+def _stat(values: pd.Series) -> dict[str, float]:
+    values = values.dropna().astype(float)
+    n = len(values)
+    mean = float(values.mean()) if n else math.nan
+    se = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    return {"mean": mean, "se": se, "n": n}
+
+
+def _fmt_stat(stat: dict[str, float] | None) -> str:
+    if stat is None or not stat["n"]:
+        return "—"
+    text = f"{stat['mean']:.3f}"
+    if not math.isnan(stat["se"]):
+        text += f" ± {stat['se']:.3f}"
+    return text
+
+
+def _fmt_num(value: Any) -> str:
+    if value is None:
+        return "—"
+    try:
+        return f"{float(value):.3g}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _fmt_key(value: Any) -> str:
+    return f"{float(value):g}" if isinstance(value, int | float | np.number) else str(value)
+
+
+def _lookup(mapping: Any, key: float) -> Any:
+    """``mapping[key]`` with keys compared as numbers (YAML/JSON may have made them strings)."""
+    if not isinstance(mapping, Mapping):
+        return None
+    for k, v in mapping.items():
+        try:
+            if math.isclose(float(k), float(key), rel_tol=1e-9, abs_tol=1e-12):
+                return v
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def _final_frame(store) -> pd.DataFrame:
+    learners = store.joined("learners")
+    if not len(learners):
+        return learners
+    learners = learners[learners["status"] == "done"]
+    last = learners.groupby("run_id")["step"].transform("max")
+    return learners[learners["step"] == last].reset_index(drop=True)
+
+
+def experiment_summary(results_dir: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """Final primary metric (mean ± s.e. over seeds) per learner at p = 0 and at the best p,
+    the pooled baseline, the reported numbers and the data used, for one results directory.
+
+    Conditions other than p are held at a reference value: κ (and ζ) at their smallest, static
+    grid values (e.g. N_probe) at their largest, any other knob at its smallest; each varying
+    one also gets a table of the probers' final metric by value and p.
+    """
+    from userchoice.experiments.store import ResultsDir
+
+    store = ResultsDir(Path(results_dir))
+    manifest = store.read_manifest()
+    config = manifest.get("config") or {}
+    reported = dict(config.get("reported") or {})
+    runs = store.table("runs")
+    counts = runs["status"].value_counts().to_dict() if len(runs) else {}
+    final = _final_frame(store)
+    summary: dict[str, Any] = {
+        "name": manifest.get("name"), "description": config.get("description", ""),
+        "kind": kind, "reported": reported, "n_runs": int(manifest.get("n_runs", 0)),
+        "status": {k: int(v) for k, v in counts.items()}, "data": data_used(manifest, kind),
+        "seconds": (manifest.get("timings") or {}).get("sweep_seconds"),
+        "learner_names": (manifest.get("market_provenance") or {}).get("categories"),
+    }
+    metric = reported.get("metric")
+    if metric not in ("test_accuracy", "test_loss") or (len(final) and (
+            metric not in final or final[metric].isna().all())):
+        metric = ("test_accuracy" if len(final) and "test_accuracy" in final
+                  and final["test_accuracy"].notna().any() else "test_loss")
+    higher = metric == "test_accuracy"
+    summary.update(metric=metric, higher_is_better=higher,
+                   pooled=(manifest.get("baseline") or {}).get(metric))
+    if not len(final):
+        summary["empty"] = True
+        return summary
+
+    static = [c for c in runs.columns if c not in _RUN_COLUMNS
+              and c not in ("tau", "p", "kappa", "eta", "lam", "temperature", "zeta", "prior")]
+    for column in static:  # list-valued static values (e.g. a probers grid) → tuples
+        if final[column].dtype == object:
+            final[column] = final[column].map(
+                lambda v: tuple(np.asarray(v).tolist()) if isinstance(v, list | np.ndarray)
+                else v)
+    knobs = [c for c in ("tau", "kappa", "eta", "lam", "temperature", "zeta") if c in final]
+    varying = [c for c in [*static, *knobs] if final[c].nunique(dropna=False) > 1]
+    reference = {}
+    for column in [*static, *knobs]:
+        values = sorted(final[column].dropna().unique())
+        if values:
+            reference[column] = values[-1] if column in static else values[0]
+    base = final
+    for column, value in reference.items():
+        base = base[base[column] == value]
+    probers = sorted(int(v) for v in final.loc[final["is_prober"].astype(bool), "learner"]
+                     .unique()) if "is_prober" in final else []
+    p_values = sorted(float(v) for v in base["p"].unique())
+    p_low = p_values[0]
+
+    def pick(frame: pd.DataFrame) -> float:
+        rows = frame[frame["learner"].isin(probers)] if probers else frame
+        means = rows.groupby("p")[metric].mean()
+        return float(means.idxmax() if higher else means.idxmin())
+
+    p_best = pick(base) if len(p_values) > 1 else p_low
+    n = int(manifest.get("n_learners") or final["learner"].max() + 1)
+    per_learner = []
+    for learner in range(n):
+        rows = base[base["learner"] == learner]
+        per_learner.append({
+            "learner": learner, "prober": learner in probers,
+            "p_low": _stat(rows.loc[rows["p"] == p_low, metric]),
+            "p_best": _stat(rows.loc[rows["p"] == p_best, metric]),
+            "update_all": _stat(rows.loc[rows["p"] == p_low, f"update_all_{metric}"])
+            if f"update_all_{metric}" in rows else None,
+        })
+    at_low = [r for r in per_learner if r["p_low"]["n"]]
+    worst = (min if higher else max)(at_low, key=lambda r: r["p_low"]["mean"]) if at_low \
+        else None
+    prober_by_p = {learner: {p: _stat(base.loc[(base["learner"] == learner)
+                                               & (base["p"] == p), metric])
+                             for p in p_values} for learner in probers}
+    by_condition = {}
+    for column in varying:
+        frame = final
+        for other, value in reference.items():
+            if other != column:
+                frame = frame[frame[other] == value]
+        rows = frame[frame["learner"].isin(probers)] if probers else frame
+        table = {}
+        for value in sorted(rows[column].unique()):
+            sub = rows[rows[column] == value]
+            table[value] = {p: _stat(sub.loc[sub["p"] == p, metric])
+                            for p in sorted(float(v) for v in sub["p"].unique())}
+        by_condition[column] = table
+    update_all = [r["update_all"] for r in per_learner if r["update_all"]]
+    summary.update(
+        probers=probers, p_values=p_values, p_low=p_low, p_best=p_best, reference=reference,
+        per_learner=per_learner, worst=worst, prober_by_p=prober_by_p,
+        by_condition=by_condition,
+        update_all=_stat(base.loc[base["p"] == p_low, f"update_all_{metric}"])
+        if update_all else None,
+        seeds=int(base["seed"].nunique()) if "seed" in base else None)
+    return summary
+
+
+def data_used(manifest: Mapping[str, Any], kind: str | None) -> dict[str, Any]:
+    """What data a results directory was computed from (files and sha256 from provenance)."""
+    provenance = manifest.get("data_provenance") or {}
+    config = manifest.get("config") or {}
+    files = [{"path": f.get("path"), "sha256": f.get("sha256")}
+             for f in provenance.get("files") or [] if isinstance(f, Mapping)]
+    status = {"paper": "full data (data directory)", "local": "substitute",
+              "quick": "substitute (CI-sized run)"}.get(kind or "", "unknown")
+    if (config.get("data") or {}).get("dataset") in ("trap", "mixture"):
+        status = "synthetic"
+    extra = {}
+    if provenance.get("categories_omitted"):
+        extra["categories_omitted"] = provenance["categories_omitted"]
+    embedder = provenance.get("embedder")
+    if isinstance(embedder, Mapping):
+        extra["embedder"] = embedder.get("name")
+    return {"dataset": (config.get("data") or {}).get("dataset"), "status": status,
+            "files": files, "n_train": provenance.get("n_train")
+            or (provenance.get("split") or {}).get("n_train"), **extra}
+
+
+def _learner_label(summary: dict[str, Any], learner: int) -> str:
+    names = summary.get("learner_names")
+    label = f"{learner}"
+    if isinstance(names, list) and learner < len(names):
+        label += f" ({names[learner]})"
+    if learner in summary.get("probers", []):
+        label += " *"
+    return label
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _overview_row(s: dict[str, Any]) -> list[str]:
+    if "error" in s:
+        return [s["name"], "—", "—", "not run", "—", "—", "—", "—"]
+    rep = s["reported"]
+    files = ", ".join(Path(f["path"]).name for f in s["data"]["files"] if f.get("path"))
+    data = f"{s['data']['status']}: {files or s['data']['dataset']}"
+    runs = f"{s['status'].get('done', 0)}/{s['n_runs']}"
+    if s.get("empty"):
+        return [s["name"], data, s["metric"], runs, "—", "—", "—", "—"]
+    pooled = f"{_fmt_num(s['pooled'])} / {_fmt_num(rep.get('pooled'))}"
+    worst = s["worst"]
+    worst_text = (f"{_fmt_stat(worst['p_low'])} (learner {worst['learner']}) / "
+                  f"{_fmt_num(rep.get('worst_p0'))}") if worst else "—"
+    low, best = [], []
+    for learner in s["probers"]:
+        curve = s["prober_by_p"][learner]
+        low.append(_fmt_stat(curve.get(s["p_low"])))
+        best.append(_fmt_stat(curve.get(s["p_best"])))
+    paper_low = _lookup(rep.get("prober"), s["p_low"])
+    paper_best = rep.get("prober_best")
+    if paper_best is None and isinstance(rep.get("prober"), Mapping) and rep["prober"]:
+        top = max(rep["prober"], key=lambda k: float(k))
+        paper_best = f"{_fmt_num(rep['prober'][top])} (p={_fmt_key(float(top))})"
+    prober_low = f"{'; '.join(low) or '—'} / {_fmt_num(paper_low)}"
+    prober_best = (f"{'; '.join(best) or '—'} (p={_fmt_key(s['p_best'])}) / "
+                   f"{_fmt_num(paper_best) if not isinstance(paper_best, str) else paper_best}")
+    if len(s["p_values"]) < 2:
+        prober_best = "— (no p grid)"
+    return [s["name"], data, s["metric"], runs, pooled, worst_text, prober_low, prober_best]
+
+
+def _section(s: dict[str, Any]) -> list[str]:
+    if "error" in s:
+        return [f"## {s['name']}", "", f"Not run: {s['error']}", ""]
+    rep = s["reported"]
+    lines = [f"## {s['name']}", "", s["description"], ""]
+    d = s["data"]
+    lines.append(f"Data: {d['dataset']}, **{d['status']}**"
+                 + (f", {d['n_train']} training users" if d.get("n_train") else ""))
+    for f in d["files"]:
+        lines.append(f"- `{f['path']}` (sha256 `{f['sha256']}`)")
+    for key in ("categories_omitted", "embedder"):
+        if d.get(key):
+            lines.append(f"- {key.replace('_', ' ')}: {d[key]}")
+    seconds = s.get("seconds")
+    lines += ["", f"Runs: {s['n_runs']} ({', '.join(f'{v} {k}' for k, v in s['status'].items())})"
+              + (f"; sweep wall time {seconds:.1f} s" if seconds else ""), ""]
+    if s.get("empty"):
+        return [*lines, "No finished runs.", ""]
+    better = "higher" if s["higher_is_better"] else "lower"
+    held = ", ".join(f"{k} = {_fmt_key(v)}" for k, v in s["reference"].items()
+                     if k in s["by_condition"])
+    lines.append(f"Final `{s['metric']}` ({better} is better), mean ± s.e. over {s['seeds']} "
+                 f"seed(s); * = prober" + (f"; held at {held}" if held else "") + ".")
+    lines.append("")
+    low, best = _fmt_key(s["p_low"]), _fmt_key(s["p_best"])
+    header = ["learner", f"ours p={low}", f"paper p={low}"]
+    if len(s["p_values"]) > 1:
+        header += [f"ours p={best} (best)", f"paper p={best}"]
+    rows = []
+    for r in s["per_learner"]:
+        paper_low = paper_best = None
+        if r["prober"]:
+            paper_low, paper_best = (_lookup(rep.get("prober"), s["p_low"]),
+                                     _lookup(rep.get("prober"), s["p_best"]))
+        row = [_learner_label(s, r["learner"]), _fmt_stat(r["p_low"]), _fmt_num(paper_low)]
+        if len(s["p_values"]) > 1:
+            row += [_fmt_stat(r["p_best"]), _fmt_num(paper_best)]
+        rows.append(row)
+    pooled = ["pooled baseline (one fit)", _fmt_num(s["pooled"]), _fmt_num(rep.get("pooled"))]
+    rows.append(pooled + (["", ""] if len(s["p_values"]) > 1 else []))
+    if s.get("update_all"):
+        rows.append(["update-all copies", _fmt_stat(s["update_all"]), "—"]
+                    + (["", ""] if len(s["p_values"]) > 1 else []))
+    if s["worst"] is not None:
+        rows.append([f"worst learner (learner {s['worst']['learner']})",
+                     _fmt_stat(s["worst"]["p_low"]), _fmt_num(rep.get("worst_p0"))]
+                    + (["", ""] if len(s["p_values"]) > 1 else []))
+    if rep.get("prober_best") is not None and s["probers"]:
+        best = s["prober_by_p"][s["probers"][0]].get(s["p_best"])
+        rows.append(["prober at its best p", "", "", _fmt_stat(best),
+                     _fmt_num(rep.get("prober_best"))])
+    lines += [*_table(header, rows), ""]
+    if len(s["p_values"]) > 1 and s["probers"]:
+        lines.append("Prober final metric by p (ours / paper):")
+        lines.append("")
+        header = ["learner", *(f"p={_fmt_key(p)}" for p in s["p_values"])]
+        rows = []
+        for learner, curve in s["prober_by_p"].items():
+            cells = []
+            for p in s["p_values"]:
+                paper = _lookup(rep.get("prober"), p)
+                cells.append(_fmt_stat(curve.get(p))
+                             + (f" / {_fmt_num(paper)}" if paper is not None else ""))
+            rows.append([_learner_label(s, learner), *cells])
+        lines += [*_table(header, rows), ""]
+    for column, table in s["by_condition"].items():
+        ps = sorted({p for row in table.values() for p in row})
+        who = "probers" if s["probers"] else "all learners"
+        lines.append(f"Final metric of the {who} (pooled over them) by {column} and p:")
+        lines.append("")
+        paper_map = rep.get("by_n_probe") if column.endswith("n_probe") else None
+        header = [column, *(f"p={_fmt_key(p)}" for p in ps)]
+        if paper_map:
+            header.append("paper")
+        rows = []
+        for value, row in table.items():
+            cells = [_fmt_key(value), *(_fmt_stat(row.get(p)) for p in ps)]
+            if paper_map:
+                cells.append(_fmt_num(_lookup(paper_map, value)))
+            rows.append(cells)
+        lines += [*_table(header, rows), ""]
+    claims = rep.get("claims") or []
+    if claims:
+        lines.append(f"Paper ({rep.get('source', 'reported')}):")
+        lines += [f"- {c}" for c in claims]
+        lines.append("")
+    return lines
+
+
+def render_summary(summaries: Sequence[dict[str, Any]], *, target: str, kind: str,
+                   figures: Mapping[str, Sequence[Path]] | None = None,
+                   figure_errors: Mapping[str, str] | None = None,
+                   seconds: float | None = None, out: Path | None = None) -> str:
+    """``summary.md``: an overview row per experiment, then a section per experiment."""
+    data_note = {"paper": "the paper's full datasets from the data directory",
+                 "local": "real substitutes staged in ../shared/data (not the paper's files)",
+                 "quick": "real substitutes, CI-sized runs (checks the pipeline; the numbers "
+                          "are not comparable with the paper's)"}[kind]
+    lines = [f"# Reproduction summary: {target} ({kind} configs)", "",
+             f"Data: {data_note}. Paper numbers: SPEC §9. Each cell is ours / paper; ours is "
+             f"the mean ± standard error over seeds of the final value of the primary metric "
+             f"(test accuracy for classifiers, masked test MSE for MovieLens).", ""]
+    if seconds is not None:
+        lines += [f"Wall time: {seconds:.1f} s.", ""]
+    header = ["experiment", "data", "metric", "runs done", "pooled", "worst learner, p=0",
+              "prober, p=0", "prober, best p"]
+    lines += [*_table(header, [_overview_row(s) for s in summaries]), ""]
+    for s in summaries:
+        lines += _section(s)
+        written = (figures or {}).get(s["name"])
+        if written:
+            shown = [p for p in written if p.suffix == ".png"] or list(written)
+            rel = [p.relative_to(out) if out and p.is_relative_to(out) else p for p in shown]
+            lines += ["Figures: " + ", ".join(f"`{p}`" for p in rel), ""]
+    pairs = {k: v for k, v in (figures or {}).items() if "_vs_" in k}
+    if pairs:
+        lines += ["## Bad vs good", ""]
+        for key, written in pairs.items():
+            rel = [p.relative_to(out) if out and p.is_relative_to(out) else p for p in written]
+            lines.append(f"- {key}: " + ", ".join(f"`{p}`" for p in rel))
+        lines.append("")
+    if figure_errors:
+        lines += ["## Figure errors", ""]
+        lines += [f"- {k}: {v}" for k, v in figure_errors.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole pipeline
+# ---------------------------------------------------------------------------------------------
+
+
+class ReproduceError(RuntimeError):
+    """Some experiments could not run; the others' results, figures and summary are written."""
+
+    def __init__(self, summary: Path, errors: Mapping[str, str]) -> None:
+        self.summary = summary
+        self.errors = dict(errors)
+        listed = "\n".join(f"  {name}: {error}" for name, error in self.errors.items())
+        super().__init__(f"{len(self.errors)} experiment(s) failed (the summary of the rest is "
+                         f"{summary}):\n{listed}")
+
+
+def _finished(dest: Path, config: ExperimentConfig) -> bool:
+    """Every run of ``config`` is already in ``dest`` (so even planning can be skipped)."""
+    from userchoice.experiments.runner import config_hash
+    from userchoice.experiments.store import ResultsDir
+
+    store = ResultsDir(dest)
+    if not store.manifest_path.is_file():
+        return False
+    manifest = store.read_manifest()
+    if manifest.get("config_hash") != config_hash(config) or manifest.get("status") != "finished":
+        return False
+    return len(store.table("runs")) == int(manifest.get("n_runs", -1))
+
+
+def reproduce(
+    target: str,
+    out: str | Path,
+    quick: bool = False,
+    local: bool = False,
+    runner: Any = None,
+    data_dir: str | Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    *,
+    configs: str | Path | None = None,
+    only: Sequence[str] | None = None,
+    figures: bool = True,
+    chunk_size: int | None = None,
+) -> Path:
+    """Run the shipped configs of ``target`` into ``out/<name>`` (resumable: finished runs are
+    skipped), write their figures and ``out/summary.md``; returns the summary's path.
+
+    ``quick``: the CI-sized configs (on the substitutes); ``local``: the paper's settings on the
+    substitutes; neither: the paper's settings on the full data. ``progress(name, done,
+    total)`` is called as runs finish. ``configs``: another folder of config sets; ``only``:
+    a subset of experiment names; ``figures=False`` skips the figures.
+
+    An experiment that raises (a dataset missing, …) does not stop the others: after the
+    figures and the summary of the rest are written, ``ReproduceError`` names each failure.
+    Runs that fail or diverge inside a sweep are recorded in its results directory and counted
+    in ``reproduce.json`` (``runs``), as the sweep records them.
+    """
+    from userchoice.experiments.runner import run_experiment
+    from userchoice.experiments.store import ResultsDir
+
+    kind = "quick" if quick else "local" if local else "paper"
+    paths = select_configs(target, kind, configs, only)
+    if figures:
+        _plots()  # fail before hours of computing, not after
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    loaded = [(path, load_experiment(path, data_dir=data_dir)) for path in paths]
+    rank = {name: i for i, name in enumerate(EXPERIMENT_ORDER)}
+    loaded.sort(key=lambda item: (rank.get(item[1].name, len(rank)), item[1].name))
+    names = [config.name for _, config in loaded]
+    timings: dict[str, float] = {}
+    failures: dict[str, str] = {}
+    for _path, config in loaded:
+        dest = out / config.name
+        began = time.perf_counter()
+        try:
+            if not _finished(dest, config):
+                report = None if progress is None else (
+                    lambda done, total, name=config.name: progress(name, done, total))
+                run_experiment(config, dest, runner=runner,
+                               data_dir=None if data_dir is None else str(data_dir),
+                               chunk_size=chunk_size, progress=report)
+            elif progress is not None:
+                total = int(ResultsDir(dest).read_manifest().get("n_runs", 0))
+                progress(config.name, total, total)
+        except Exception as error:  # e.g. a dataset missing: the other experiments go on
+            failures[config.name] = f"{type(error).__name__}: {error}"
+        timings[config.name] = time.perf_counter() - began
+    ran = [name for name in names if name not in failures]
+    written, errors = write_figures(out, ran) if figures else ({}, {})
+    summaries = [experiment_summary(out / name, kind) if name not in failures
+                 else {"name": name, "error": failures[name]} for name in names]
+    seconds = time.perf_counter() - started
+    summary = out / "summary.md"
+    summary.write_text(render_summary(summaries, target=target, kind=kind, figures=written,
+                                      figure_errors=errors, seconds=seconds, out=out))
+    record = {"target": target, "kind": kind, "configs": [str(p) for p in paths],
+              "experiments": names, "seconds": seconds, "experiment_seconds": timings,
+              "runs": {s["name"]: {"total": s["n_runs"], **s["status"]}
+                       for s in summaries if "error" not in s},
+              "errors": failures,
+              "figures": {k: [str(p) for p in v] for k, v in written.items()},
+              "figure_errors": errors}
+    (out / "reproduce.json").write_text(json.dumps(record, indent=2))
+    if failures:
+        raise ReproduceError(summary, failures)
+    return summary
