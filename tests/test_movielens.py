@@ -6,11 +6,11 @@ import gzip
 import math
 import zipfile
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SHARED_DATA
 
 from userchoice.data import movielens
 from userchoice.data.common import DataFormatError, DatasetNotFoundError
@@ -23,10 +23,7 @@ from userchoice.data.movielens import (
     write_synthetic_ratings,
 )
 
-ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "movielens" / "ml-100k" / \
-    "u.data.gz"
-if not ML100K.exists():  # the shared data folder sits beside the checkout; also try /work/shared
-    ML100K = Path("/work/shared/data/movielens/ml-100k/u.data.gz")
+ML100K = SHARED_DATA / "movielens" / "ml-100k" / "u.data.gz"
 needs_ml100k = pytest.mark.skipif(
     not ML100K.exists(), reason=f"real MovieLens 100K not present ({ML100K}); see "
     "shared/data/movielens/SOURCE.md")
