@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from userchoice.atomic import atomic_write
 from userchoice.data import common
 
 MINILM = "all-MiniLM-L6-v2"
@@ -64,28 +64,6 @@ def _unit_rows(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.where(norms > 0, norms, 1.0)
-
-
-def _atomic_save(directory: Path, name: str, array: np.ndarray) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            np.save(out, array, allow_pickle=False)
-        os.replace(tmp, directory / name)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class EmbeddingCache:
@@ -169,12 +147,14 @@ class EmbeddingCache:
             self._dim = int(vectors.shape[1])
             meta = {"identity": self.identity, "dim": self._dim, "dtype": "float32",
                     "key": "sha256 of the UTF-8 text", "format": 1}
-            _atomic_write_text(self.root / "meta.json", json.dumps(meta, indent=1) + "\n")
+            text = json.dumps(meta, indent=1) + "\n"
+            atomic_write(self.root / "meta.json", lambda out: out.write(text.encode()))
         shard = f"{uuid.uuid4().hex}"
         new_vectors = np.ascontiguousarray(vectors[keep])
         keys = np.array([digests[i] for i in keep], dtype="S64")
-        _atomic_save(self.root, f"{shard}.vectors.npy", new_vectors)
-        _atomic_save(self.root, f"{shard}.keys.npy", keys)
+        for name, array in ((f"{shard}.vectors.npy", new_vectors), (f"{shard}.keys.npy", keys)):
+            atomic_write(self.root / name,
+                         lambda out, array=array: np.save(out, array, allow_pickle=False))
         self._vectors[shard] = new_vectors
         for row, i in enumerate(keep):
             index[digests[i]] = (shard, row)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from userchoice.atomic import atomic_write
 from userchoice.data.common import DataFormatError, data_dir, open_binary, sha256_file
 
 DATASETS: tuple[str, ...] = ("census", "movielens", "amazon")
@@ -222,13 +223,14 @@ def import_file(name: str, source: str | Path, *, root: str | Path | None = None
         tmp = target.with_name(f".{target.name}.link")
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(source.resolve())
-    else:
-        handle, tmp_name = tempfile.mkstemp(prefix=f".{source.name}.", dir=target_dir)
-        os.close(handle)
-        tmp = Path(tmp_name)
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
-    return target
+        os.replace(tmp, target)
+        return target
+
+    def copy(out):
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, out)
+
+    return atomic_write(target, copy)
 
 
 def inventory(root: str | Path | None = None) -> dict[str, list[dict]]:

@@ -12,10 +12,8 @@ temporary name and renamed, so a killed sweep leaves either a whole chunk or non
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,27 +21,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from userchoice.atomic import atomic_write
+
 TABLES = ("runs", "learners", "market")
 MANIFEST = "manifest.json"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
-    _atomic_write_bytes(path, json.dumps(payload, indent=2, sort_keys=True, default=_jsonable)
-                        .encode())
+    text = json.dumps(payload, indent=2, sort_keys=True, default=_jsonable)
+    atomic_write(path, lambda out: out.write(text.encode()))
 
 
 def _jsonable(value: Any) -> Any:
@@ -57,17 +43,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def atomic_write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        frame.to_parquet(tmp, index=False)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda out: frame.to_parquet(out, index=False))
 
 
 def git_sha() -> str | None:
