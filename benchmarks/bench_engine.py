@@ -18,12 +18,12 @@ import resource
 import sys
 import time
 
-from userchoice.data.synthetic import gaussian_mixture_market
 from userchoice.engine import EngineSpec, knob_grid, predraw, simulate
+from userchoice.families import Logistic
 from userchoice.fitting import erm_init
-from userchoice.models import Logistic
 from userchoice.probing import ProbingSpec
 from userchoice.reference import run_reference
+from userchoice.synthetic import gaussian_mixture_market
 
 P_GRID = [0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5]
 KAPPA_GRID = [0.0, 0.4]

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from userchoice.data.dataset import Dataset, Market
-from userchoice.data.synthetic import gaussian_mixture_market, trap_market
+from userchoice.data.dataset import Dataset
+from userchoice.market import Market
 from userchoice.preferences import Preferences
+from userchoice.synthetic import gaussian_mixture_market
+from userchoice.theory import trap_market
 
 # Real datasets staged beside the checkout (../shared/data); never part of the repository.
 SHARED_DATA = Path(os.environ.get("USERCHOICE_SHARED_DATA",

@@ -22,7 +22,7 @@ from userchoice.experiments.config import (
 )
 from userchoice.experiments.plan import make_groups, run_id
 from userchoice.experiments.runner import config_hash
-from userchoice.models import make_family
+from userchoice.families import make_family
 
 VALID: dict[str, Any] = {
     "name": "trap_tiny",

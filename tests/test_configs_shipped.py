@@ -16,7 +16,7 @@ from userchoice.experiments.config import load_config
 from userchoice.experiments.plan import make_groups
 from userchoice.experiments.reproduce import load_experiment
 from userchoice.experiments.runner import run_experiment
-from userchoice.models import make_family
+from userchoice.families import make_family
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SETS = ("paper", "local", "quick")

@@ -15,7 +15,7 @@ from userchoice.engine import (
     predraw,
     simulate,
 )
-from userchoice.models import MLP, Logistic, MaskedMultiSquared, Squared
+from userchoice.families import MLP, Logistic, MaskedMultiSquared, Squared
 from userchoice.probing import ProbingSpec
 from userchoice.reference import run_reference
 
@@ -185,7 +185,8 @@ def test_tau_one_sends_every_user_to_its_favourite(mixture_market):
     fav_train = mixture_market.preferences_train.favourite
     # A learner nobody prefers never moves: drop learner 2's users and check it stays put.
     keep = fav_train != 2
-    from userchoice.data.dataset import Dataset, Market
+    from userchoice.data.dataset import Dataset
+    from userchoice.market import Market
     from userchoice.preferences import Preferences
     ds = mixture_market.dataset
     reduced = Market(

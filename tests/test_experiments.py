@@ -37,7 +37,7 @@ from userchoice.experiments.runner import (
     status,
 )
 from userchoice.experiments.store import TABLES, ResultsDir
-from userchoice.models import make_family
+from userchoice.families import make_family
 
 cli = CliRunner()
 CHUNK = 2  # runs per chunk: 12 chunks per sweep
@@ -293,7 +293,7 @@ def run_ids(cfg) -> list[str]:
 def test_run_ids_are_stable_across_processes():
     script = ("import json, sys; from userchoice.experiments.config import config_from_dict;"
               "from userchoice.experiments.plan import make_groups;"
-              "from userchoice.models import make_family;"
+              "from userchoice.families import make_family;"
               "cfg = config_from_dict(json.loads(sys.argv[1]));"
               "print(json.dumps([r for g in make_groups(cfg, make_family('squared'))"
               " for r in g.run_ids]))")

@@ -11,11 +11,12 @@ from scipy.optimize import minimize
 from scipy.special import log_expit
 
 from userchoice import fitting
-from userchoice.data.dataset import Market
-from userchoice.data.synthetic import gaussian_mixture_market, trap_market
+from userchoice.families import MLP, Logistic, MaskedMultiSquared, Squared
 from userchoice.fitting import erm_init, fit, pooled_fit
-from userchoice.models import MLP, Logistic, MaskedMultiSquared, Squared
+from userchoice.market import Market
 from userchoice.preferences import Preferences
+from userchoice.synthetic import gaussian_mixture_market
+from userchoice.theory import trap_market
 
 # ------------------------------------------------------------------------ exact least squares
 
@@ -206,9 +207,9 @@ def test_pooled_fit_on_trap_reaches_noise_level(gap):
 
 
 def test_pooled_logistic_baseline_is_near_bayes_and_the_regularised_optimum():
-    from userchoice.data.synthetic import gaussian_mixture_market
+    from userchoice.families import Logistic
     from userchoice.fitting import evaluate_metrics, pooled_baseline
-    from userchoice.models import Logistic
+    from userchoice.synthetic import gaussian_mixture_market
 
     market = gaussian_mixture_market(n_learners=3, n_users=3000, seed=5)
     theta, metrics = pooled_baseline(market, Logistic())
@@ -227,9 +228,9 @@ def test_pooled_logistic_baseline_is_near_bayes_and_the_regularised_optimum():
 
 
 def test_minibatch_sgd_fit_is_seeded_and_learns():
-    from userchoice.data.synthetic import gaussian_mixture_market
+    from userchoice.families import MLP
     from userchoice.fitting import evaluate_metrics
-    from userchoice.models import MLP
+    from userchoice.synthetic import gaussian_mixture_market
 
     market = gaussian_mixture_market(n_learners=2, n_users=2000, seed=6)
     ds = market.dataset

@@ -7,7 +7,8 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.preprocessing import StandardScaler
 
-from userchoice.data.dataset import Dataset, make_market
+from userchoice.data.dataset import Dataset
+from userchoice.market import make_market
 from userchoice.preferences import preferences_from_data
 
 

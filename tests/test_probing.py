@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import chisquare
 
-from userchoice.models import Logistic, MaskedMultiSquared, Squared
+from userchoice.families import Logistic, MaskedMultiSquared, Squared
 from userchoice.probing import ProbeDraws, ProbingSpec, draw_probe_sets, pseudo_labels, source_index
 
 ALPHA = 1e-3  # significance level of the goodness-of-fit tests (fixed seeds: deterministic)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA
 
-from userchoice.data.dataset import make_market
 from userchoice.engine import EngineSpec, knob_grid, simulate
+from userchoice.families import Logistic, MaskedMultiSquared
 from userchoice.fitting import erm_init, pooled_baseline
-from userchoice.models import Logistic, MaskedMultiSquared
+from userchoice.market import make_market
 from userchoice.probing import ProbingSpec
 
 ACS = SHARED_DATA / "acs_pums" / "acs_2017_1yr_person_AL_sample5000.csv.gz"

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linprog
 
-from userchoice.data.synthetic import gaussian_mixture_market, trap_market
+from userchoice.synthetic import gaussian_mixture_market
+from userchoice.theory import trap_market
 
 # ------------------------------------------------------------------------------------ trap
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from userchoice.data.synthetic import trap_market
 from userchoice.engine import EngineSpec, knob_grid, simulate
+from userchoice.families import Squared
 from userchoice.fitting import erm_init, evaluate_loss, pooled_fit
-from userchoice.models import Squared
 from userchoice.probing import ProbingSpec
-from userchoice.theory import trap_prediction
+from userchoice.theory import trap_market, trap_prediction
 
 NOISE = 0.1
 SHARE = 0.5

@@ -1,12 +1,14 @@
 """userchoice: simulate ML markets where users choose among competing learners."""
 
-from userchoice.data.dataset import Dataset, Market
-from userchoice.data.synthetic import gaussian_mixture_market, trap_market
+from userchoice.data.dataset import Dataset
 from userchoice.engine import EngineSpec, Knobs, SimulationResult, knob_grid, make_knobs, simulate
+from userchoice.families import MLP, Logistic, MaskedMultiSquared, Squared, make_family
 from userchoice.fitting import erm_init, pooled_fit
-from userchoice.models import MLP, Logistic, MaskedMultiSquared, Squared, make_family
+from userchoice.market import Market
 from userchoice.preferences import Preferences
 from userchoice.probing import ProbingSpec
+from userchoice.synthetic import gaussian_mixture_market
+from userchoice.theory import trap_market
 
 __version__ = "0.1.0"
 

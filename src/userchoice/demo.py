@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 
 from userchoice import fitting
-from userchoice.data.synthetic import trap_market
 from userchoice.engine import EngineSpec, SimulationResult, knob_grid, simulate
+from userchoice.families import Squared
 from userchoice.fitting import erm_init, pooled_fit
-from userchoice.models import Squared
 from userchoice.probing import ProbingSpec
+from userchoice.theory import trap_market
 
 PROBER = 0
 FIGURE_NAME = "demo.png"

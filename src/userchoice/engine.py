@@ -26,11 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from userchoice import market as choice_rules
-from userchoice.data.dataset import Market
-from userchoice.market import ChoiceDraws, ChoiceKnobs
-from userchoice.models import Family, Params, correct, is_classifier, learner_losses
-from userchoice.models import learner_scores as _scores
+from userchoice import choice as choice_rules
+from userchoice.choice import ChoiceDraws, ChoiceKnobs
+from userchoice.families import Family, Params, correct, is_classifier, learner_losses
+from userchoice.families import learner_scores as _scores
+from userchoice.market import Market
 from userchoice.probing import ProbeDraws, ProbingSpec, draw_probe_sets, pseudo_labels, source_index
 
 Schedule = Literal["constant", "inv_sqrt", "inv"]

@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from userchoice.data.dataset import Market
-from userchoice.models import Family, Logistic, MaskedMultiSquared, Params, Squared
+from userchoice.families import Family, Logistic, MaskedMultiSquared, Params, Squared
+from userchoice.market import Market
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from userchoice.models import Family, Params, learner_scores
+from userchoice.families import Family, Params, learner_scores
 
 Source = Literal["median", "leader", "subset", "preferred"]
 SOURCES: tuple[str, ...] = ("median", "leader", "subset", "preferred")

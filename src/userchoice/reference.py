@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from userchoice.data.dataset import Market
 from userchoice.engine import EngineSpec, Knobs, RunDraws
-from userchoice.models import MLP, Logistic, MaskedMultiSquared, Squared
+from userchoice.families import MLP, Logistic, MaskedMultiSquared, Squared
+from userchoice.market import Market
 
 # ----------------------------------------------------------------------------- one learner
 

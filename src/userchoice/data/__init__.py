@@ -1,5 +1,5 @@
-"""Datasets and markets: arrays the engine runs on, with provenance."""
+"""Datasets: arrays, names and provenance read from files (no learners, no preferences)."""
 
-from userchoice.data.dataset import Dataset, Market, make_market
+from userchoice.data.dataset import Dataset
 
-__all__ = ["Dataset", "Market", "make_market"]
+__all__ = ["Dataset"]

@@ -22,8 +22,8 @@ from pydantic import (
     model_validator,
 )
 
-from userchoice.market import CHOICE_RULES
-from userchoice.models import FAMILIES
+from userchoice.choice import CHOICE_RULES
+from userchoice.families import FAMILIES
 from userchoice.preferences import PREFERENCE_MODES
 from userchoice.probing import SOURCES
 

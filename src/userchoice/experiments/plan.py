@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from userchoice import __version__
-from userchoice.data.dataset import Market, make_market
 from userchoice.engine import EngineSpec, Knobs, make_knobs
 from userchoice.experiments.config import ConfigError, ExperimentConfig
-from userchoice.models import Family, Params, make_family
+from userchoice.families import Family, Params, make_family
+from userchoice.market import Market, make_market
 from userchoice.probing import ProbingSpec
 
 KNOB_NAMES = ("seed", "tau", "p", "kappa", "eta", "lam", "temperature", "zeta")
@@ -57,11 +57,11 @@ def load_dataset(config: ExperimentConfig, data_dir: str | None = None):
     data = config.data
     options = dict(data.options)
     if data.dataset == "trap":
-        from userchoice.data.synthetic import trap_market
+        from userchoice.theory import trap_market
 
         return trap_market(**options)
     if data.dataset == "mixture":
-        from userchoice.data.synthetic import gaussian_mixture_market
+        from userchoice.synthetic import gaussian_mixture_market
 
         return gaussian_mixture_market(n_learners=config.market.n_learners, **options)
     if data.dataset == "census":

@@ -23,7 +23,7 @@ from userchoice.engine import EngineSpec, Knobs, default_chunk_size, default_wor
 from userchoice.experiments.config import ExperimentConfig
 from userchoice.experiments.plan import Group, Plan, code_version, make_plan
 from userchoice.experiments.store import ResultsDir, git_sha, versions
-from userchoice.models import Params
+from userchoice.families import Params
 
 LEARNER_METRICS = ("test_loss", "test_accuracy", "update_all_test_loss",
                    "update_all_test_accuracy", "market_share", "batch_share", "local_loss",

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy.special import softmax
 from scipy.stats import chisquare
 
-from userchoice.market import (
+from userchoice.choice import (
     CHOICE_RULES,
     ChoiceDraws,
     ChoiceKnobs,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from jax.flatten_util import ravel_pytree
 from scipy.special import expit
 
-from userchoice.models import (
+from userchoice.families import (
     FAMILIES,
     MLP,
     Logistic,
