@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+from functools import cache
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from userchoice.data.dataset import Dataset
+from userchoice.experiments.config import config_from_dict
+from userchoice.experiments.runner import local_runner, run_experiment
 from userchoice.market import Market
 from userchoice.preferences import Preferences
 from userchoice.synthetic import gaussian_mixture_market
@@ -50,3 +55,86 @@ def mixture_market() -> Market:
 @pytest.fixture(scope="session")
 def small_trap() -> Market:
     return trap_market(gap=3.0, n_users=400, seed=2)
+
+
+# ------------------------------------------------------------------ results directories
+# Built once per session by running tiny configs through run_experiment (figures, report,
+# analysis): a squared-loss trap sweep (p × κ × η grid, an N_probe static grid, runs that diverge
+# at a huge η and a static group whose chunks are made to fail), a two-prober logistic mixture
+# sweep over p, and a one-p sweep: the mixture sweep's p = 0 runs alone (a run's numbers depend
+# only on its config and seed, so this is what running p = 0 alone writes).
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DESCRIPTION = "Trap sweep <script>alert('x')</script> & friends"
+FAILED_NPROBE = 50
+INJECTED = "RuntimeError: injected <failure> for the report"
+
+TRAP = {
+    "name": "trap_tiny", "description": DESCRIPTION,
+    "data": {"dataset": "trap", "options": {"gap": 10.0, "n_users": 600}},
+    "market": {"n_learners": 2}, "learner": {"family": "squared"}, "init": {"kind": "erm"},
+    "engine": {"batch_size": 32, "steps": 200, "eval_every": 50},
+    "probing": {"probers": [0], "n_probe": 20, "probe_batch": 16},
+    "knobs": {"seed": 2, "tau": 0.7, "p": [0, 1], "kappa": [0, 0.4], "eta": [0.02, 1000.0]},
+    "static_grid": {"probing.n_probe": [20, 100, FAILED_NPROBE]},
+}
+MIX = {
+    "name": "mix_tiny",
+    "data": {"dataset": "mixture", "options": {"n_users": 800}},
+    "market": {"n_learners": 3}, "learner": {"family": "logistic"}, "init": {"kind": "random"},
+    "engine": {"batch_size": 32, "steps": 200, "eval_every": 50},
+    "probing": {"probers": [0, 1], "n_probe": 50, "probe_batch": 16},
+    "knobs": {"seed": 2, "tau": 0.7, "p": [0, 0.5], "eta": 0.1},
+}
+
+
+def failing_runner(group_to_fail: int):
+    """The local executor, except that every chunk of one group fails."""
+    inner = local_runner(workers=2)
+
+    def run(plan, jobs, sizes):
+        keep = [j for j in jobs if j.group != group_to_fail]
+        for job in jobs:
+            if job.group == group_to_fail:
+                yield job, None, INJECTED, 0.0
+        yield from inner(plan, keep, sizes)
+
+    return run
+
+
+@cache
+def build_results(base: Path) -> dict[str, Path]:
+    """The session's results directories (built once)."""
+    out = {}
+    trap = config_from_dict(TRAP)
+    out["trap"] = base / "trap"
+    run_experiment(trap, out["trap"], runner=failing_runner(2))
+    out["mix"] = base / "mix"
+    run_experiment(config_from_dict(MIX), out["mix"])
+    out["bad"] = p0_only(out["mix"], base / "bad")
+    return out
+
+
+def p0_only(source: Path, target: Path) -> Path:
+    """A copy of a results directory holding only its p = 0 runs."""
+    runs_by_part = {}
+    for part in (source / "runs").glob("*.parquet"):
+        runs = pd.read_parquet(part)
+        runs_by_part[part.name] = runs[runs["p"] == 0]
+    keep = set(pd.concat(runs_by_part.values())["run_id"])
+    for table in ("runs", "learners", "market"):
+        (target / table).mkdir(parents=True)
+        for part in (source / table).glob("*.parquet"):
+            frame = pd.read_parquet(part)
+            frame[frame["run_id"].isin(keep)].to_parquet(target / table / part.name, index=False)
+    manifest = json.loads((source / "manifest.json").read_text())
+    manifest["name"] = "mix_p0_tiny"
+    manifest["n_runs"] = len(keep)
+    manifest["config"]["knobs"]["p"] = 0.0
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    return target
+
+
+@pytest.fixture(scope="session")
+def results(tmp_path_factory) -> dict[str, Path]:
+    return build_results(tmp_path_factory.getbasetemp() / "results")

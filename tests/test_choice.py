@@ -14,12 +14,12 @@ from scipy.stats import chisquare
 from userchoice.choice import (
     CHOICE_RULES,
     ChoiceDraws,
-    ChoiceKnobs,
-    check_rule,
     choice_probabilities,
     choose,
     draw_choice,
+    get_rule,
 )
+from userchoice.knobs import make_knobs
 from userchoice.preferences import Preferences
 
 # Significance level of every goodness-of-fit test below. Seeds are fixed, so each test is
@@ -28,13 +28,11 @@ ALPHA = 1e-3
 
 
 def _knobs(n, tau=0.0, zeta=0.0, temperature=1.0, log_prior=None, dtype=jnp.float32):
-    lp = jnp.zeros(n, dtype) if log_prior is None else jnp.asarray(log_prior, dtype)
-    return ChoiceKnobs(
-        tau=jnp.asarray(tau, dtype),
-        zeta=jnp.asarray(zeta, dtype),
-        temperature=jnp.asarray(temperature, dtype),
-        log_prior=lp,
-    )
+    """One run's knobs (what a rule reads), as the engine passes them."""
+    prior = np.ones(n) if log_prior is None else np.exp(np.asarray(log_prior, float))
+    knobs = make_knobs(n, tau=tau, zeta=zeta, temperature=temperature, prior=prior).at(0)
+    return type(knobs)(*(jnp.asarray(v, jnp.int32 if k == "seed" else dtype)
+                         for k, v in knobs._asdict().items()))
 
 
 def _random_market(rng, b, n):
@@ -282,7 +280,7 @@ DETERMINISTIC = {"argmin", "additive_rank"}
 
 @settings(max_examples=40, deadline=None)
 @given(
-    rule=st.sampled_from(CHOICE_RULES),
+    rule=st.sampled_from(CHOICE_RULES.names()),
     seed=st.integers(0, 2**31 - 1),
     n=st.sampled_from([2, 5]),
     tau=st.floats(0.0, 1.0),
@@ -317,11 +315,11 @@ def test_probabilities_are_distributions_and_consistent_with_choose(
         np.testing.assert_allclose(picked, 1.0)
 
 
-def test_check_rule_rejects_unknown_names():
+def test_get_rule_rejects_unknown_names():
     for rule in CHOICE_RULES:
-        check_rule(rule)
+        get_rule(rule)
     with pytest.raises(ValueError) as err:
-        check_rule("softmin")
+        get_rule("softmin")
     assert "softmin" in str(err.value)
     for rule in CHOICE_RULES:
         assert rule in str(err.value)

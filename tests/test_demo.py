@@ -8,7 +8,7 @@ import pytest
 from userchoice.demo import FIGURE_NAME, run_demo
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-# Small enough to stay fast; same spec and run count as tests/test_cli.py (one compilation).
+# Small enough to stay fast; same spec and run count as tests/cli/test_cli.py (one compilation).
 TINY = {"seeds": 2, "steps": 400}
 
 

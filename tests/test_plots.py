@@ -1,110 +1,18 @@
-"""Figures and the final summary of results directories (SPEC §8).
-
-Small results directories are built once per session by running tiny configs through
-``run_experiment``: a squared-loss trap sweep (p × κ × η grid, an N_probe static grid, runs that
-diverge at a huge η and a static group whose chunks are made to fail), a two-prober logistic
-mixture sweep over p, and a one-p sweep: the mixture sweep's p = 0 runs alone (a run's numbers
-depend only on its config and seed, so this is what running p = 0 alone writes, without a
-fourth compilation).
-"""
+"""Figures and the final summary of results directories (SPEC §8); the results directories
+come from tests/results/conftest.py."""
 
 from __future__ import annotations
 
-import json
 import shutil
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import FAILED_NPROBE, PNG_MAGIC
 
-from userchoice.experiments.config import config_from_dict
-from userchoice.experiments.runner import local_runner, run_experiment
-from userchoice.plots import (
-    FIGURE_KINDS,
-    best_p,
-    final_summary,
-    load_results,
-    make_figures,
-    plot_bad_vs_good,
-    plot_results,
-)
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-DESCRIPTION = "Trap sweep <script>alert('x')</script> & friends"
-FAILED_NPROBE = 50
-INJECTED = "RuntimeError: injected <failure> for the report"
-
-TRAP = {
-    "name": "trap_tiny", "description": DESCRIPTION,
-    "data": {"dataset": "trap", "options": {"gap": 10.0, "n_users": 600}},
-    "market": {"n_learners": 2}, "learner": {"family": "squared"}, "init": {"kind": "erm"},
-    "engine": {"batch_size": 32, "steps": 200, "eval_every": 50},
-    "probing": {"probers": [0], "n_probe": 20, "probe_batch": 16},
-    "knobs": {"seed": 2, "tau": 0.7, "p": [0, 1], "kappa": [0, 0.4], "eta": [0.02, 1000.0]},
-    "static_grid": {"probing.n_probe": [20, 100, FAILED_NPROBE]},
-}
-MIX = {
-    "name": "mix_tiny",
-    "data": {"dataset": "mixture", "options": {"n_users": 800}},
-    "market": {"n_learners": 3}, "learner": {"family": "logistic"}, "init": {"kind": "random"},
-    "engine": {"batch_size": 32, "steps": 200, "eval_every": 50},
-    "probing": {"probers": [0, 1], "n_probe": 50, "probe_batch": 16},
-    "knobs": {"seed": 2, "tau": 0.7, "p": [0, 0.5], "eta": 0.1},
-}
-
-
-def failing_runner(group_to_fail: int):
-    """The local executor, except that every chunk of one group fails."""
-    inner = local_runner(workers=2)
-
-    def run(plan, jobs, sizes):
-        keep = [j for j in jobs if j.group != group_to_fail]
-        for job in jobs:
-            if job.group == group_to_fail:
-                yield job, None, INJECTED, 0.0
-        yield from inner(plan, keep, sizes)
-
-    return run
-
-
-@cache
-def build_results(base: Path) -> dict[str, Path]:
-    """The session's results directories (built once, also used by tests/test_report.py)."""
-    out = {}
-    trap = config_from_dict(TRAP)
-    out["trap"] = base / "trap"
-    run_experiment(trap, out["trap"], runner=failing_runner(2))
-    out["mix"] = base / "mix"
-    run_experiment(config_from_dict(MIX), out["mix"])
-    out["bad"] = p0_only(out["mix"], base / "bad")
-    return out
-
-
-def p0_only(source: Path, target: Path) -> Path:
-    """A copy of a results directory holding only its p = 0 runs."""
-    runs_by_part = {}
-    for part in (source / "runs").glob("*.parquet"):
-        runs = pd.read_parquet(part)
-        runs_by_part[part.name] = runs[runs["p"] == 0]
-    keep = set(pd.concat(runs_by_part.values())["run_id"])
-    for table in ("runs", "learners", "market"):
-        (target / table).mkdir(parents=True)
-        for part in (source / table).glob("*.parquet"):
-            frame = pd.read_parquet(part)
-            frame[frame["run_id"].isin(keep)].to_parquet(target / table / part.name, index=False)
-    manifest = json.loads((source / "manifest.json").read_text())
-    manifest["name"] = "mix_p0_tiny"
-    manifest["n_runs"] = len(keep)
-    manifest["config"]["knobs"]["p"] = 0.0
-    (target / "manifest.json").write_text(json.dumps(manifest))
-    return target
-
-
-@pytest.fixture(scope="session")
-def results(tmp_path_factory) -> dict[str, Path]:
-    return build_results(tmp_path_factory.getbasetemp() / "results")
+from userchoice.analysis import best_p, final_summary, load_results
+from userchoice.plots import FIGURE_KINDS, make_figures, plot_bad_vs_good, plot_results
 
 
 def read_tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -156,7 +64,7 @@ def test_trap_sweep_figures(results):
     check_files(paths)
     assert all(p.parent == results["trap"] / "figures" for p in paths)  # default out_dir
     assert kinds(paths) == {"metric_vs_iteration", "final_vs_p", "final_vs_nprobe",
-                            "market_share_vs_iteration"}  # one prober: no two-prober figure
+                            "market_share_vs_iteration", "metrics_overview"}  # one prober
     names = {p.stem for p in paths}
     # panels over p, one figure per (κ, N_probe) of the finished groups; the failed group has none
     assert "metric_vs_iteration__n_probe=100_kappa=0.4" in names
@@ -169,14 +77,15 @@ def test_two_prober_sweep_figures(results, tmp_path):
     paths = plot_results(results["mix"], tmp_path / "figs", formats=("png",))
     check_files(paths, formats=("png",))
     assert kinds(paths) == {"metric_vs_iteration", "final_vs_p", "market_share_vs_iteration",
-                            "two_prober_comparison"}  # no N_probe grid
+                            "two_prober_comparison", "metrics_overview"}  # no N_probe grid
     assert {p.name for p in paths} == {p.name for p in (tmp_path / "figs").iterdir()}
 
 
 def test_single_p_sweep_has_only_time_series(results, tmp_path):
     paths = plot_results(results["bad"], tmp_path, formats=["pdf"])
     check_files(paths, formats=("pdf",))
-    assert kinds(paths) == {"metric_vs_iteration", "market_share_vs_iteration"}
+    assert kinds(paths) == {"metric_vs_iteration", "market_share_vs_iteration",
+                            "metrics_overview"}
     assert kinds(paths) < set(FIGURE_KINDS)
 
 
@@ -270,7 +179,8 @@ def test_bad_vs_good(results, tmp_path):
     res = load_results(results["mix"])
     final = final_summary(res)
     prober_means = final[final["is_prober"]].groupby("p")["mean"].mean()
-    assert best_p(res) == prober_means.idxmax()  # accuracy: higher is better
+    assert best_p(res.learners, res.metric) == prober_means.idxmax()  # higher is better
+    assert res.best_p() == best_p(res.learners, res.metric)
 
 
 def test_bad_vs_good_needs_the_same_metric(results, tmp_path):

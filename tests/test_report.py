@@ -9,15 +9,11 @@ import re
 import shutil
 
 import pytest
-from test_plots import DESCRIPTION, INJECTED, PNG_MAGIC, build_results
+from conftest import DESCRIPTION, INJECTED, PNG_MAGIC
 
-from userchoice.plots import final_summary, make_figures
+from userchoice.analysis import final_summary
+from userchoice.plots import make_figures
 from userchoice.report import render_report, write_report
-
-
-@pytest.fixture(scope="session")
-def results(tmp_path_factory):
-    return build_results(tmp_path_factory.getbasetemp() / "results")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ import pytest
 import yaml
 from conftest import SHARED_DATA
 
-from userchoice.experiments import reproduce as rp
+from userchoice import reproduce as rp
+from userchoice.experiments import paths as cp
 from userchoice.experiments.config import ConfigError
 from userchoice.experiments.runner import run_experiment
 from userchoice.experiments.store import ResultsDir
@@ -47,18 +48,18 @@ def census_config(path_value, **extra) -> dict:
 
 
 def test_shared_data_token_uses_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv(rp.SHARED_DATA_ENV, str(tmp_path / "staged"))
-    cfg = rp.load_experiment(write_yaml(tmp_path / "cfg" / "a.yaml",
+    monkeypatch.setenv(cp.SHARED_DATA_ENV, str(tmp_path / "staged"))
+    cfg = cp.load_experiment(write_yaml(tmp_path / "cfg" / "a.yaml",
                                         census_config("${SHARED_DATA}/acs/x.csv.gz")))
     assert cfg.data.path == str(tmp_path / "staged" / "acs" / "x.csv.gz")
 
 
 def test_shared_data_is_found_above_the_config(tmp_path, monkeypatch):
-    monkeypatch.delenv(rp.SHARED_DATA_ENV, raising=False)
+    monkeypatch.delenv(cp.SHARED_DATA_ENV, raising=False)
     (tmp_path / "shared" / "data").mkdir(parents=True)
     config = write_yaml(tmp_path / "repo" / "configs" / "local" / "a.yaml",
                         census_config(["${SHARED_DATA}/one.csv", "${SHARED_DATA}/two.csv"]))
-    cfg = rp.load_experiment(config)
+    cfg = cp.load_experiment(config)
     assert cfg.data.path == [str(tmp_path / "shared" / "data" / n) for n in ("one.csv",
                                                                            "two.csv")]
 
@@ -67,45 +68,45 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = write_yaml(tmp_path / "sub" / "a.yaml",
                         census_config("data/x.csv", options={"cache_dir": "${CONFIG_DIR}/c"}))
-    cfg = rp.load_experiment(config)
+    cfg = cp.load_experiment(config)
     assert cfg.data.path == str(tmp_path / "sub" / "data" / "x.csv")
     assert cfg.data.options["cache_dir"] == str(tmp_path / "sub" / "c")
     # an override on the command line is relative to the working directory
-    cfg = rp.load_experiment(config, ["data.path=other/y.csv"])
+    cfg = cp.load_experiment(config, ["data.path=other/y.csv"])
     assert cfg.data.path == str(tmp_path / "other" / "y.csv")
 
 
 def test_absolute_home_and_null_paths(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert rp.load_experiment(write_yaml(tmp_path / "a.yaml", census_config("~/x.csv"))
+    assert cp.load_experiment(write_yaml(tmp_path / "a.yaml", census_config("~/x.csv"))
                               ).data.path == str(tmp_path / "home" / "x.csv")
-    assert rp.load_experiment(write_yaml(tmp_path / "b.yaml", census_config(None))
+    assert cp.load_experiment(write_yaml(tmp_path / "b.yaml", census_config(None))
                               ).data.path is None
-    assert rp.load_experiment(write_yaml(tmp_path / "c.yaml", census_config("/abs/x.csv"))
+    assert cp.load_experiment(write_yaml(tmp_path / "c.yaml", census_config("/abs/x.csv"))
                               ).data.path == "/abs/x.csv"
 
 
 def test_environment_variables_and_unknown_tokens(tmp_path, monkeypatch):
     monkeypatch.setenv("UC_TEST_ROOT", str(tmp_path / "root"))
-    cfg = rp.load_experiment(write_yaml(tmp_path / "a.yaml", census_config("${UC_TEST_ROOT}/x")))
+    cfg = cp.load_experiment(write_yaml(tmp_path / "a.yaml", census_config("${UC_TEST_ROOT}/x")))
     assert cfg.data.path == str(tmp_path / "root" / "x")
     monkeypatch.delenv("UC_TEST_UNSET", raising=False)
     with pytest.raises(ConfigError, match=r"data\.path: \$\{UC_TEST_UNSET\}"):
-        rp.load_experiment(write_yaml(tmp_path / "b.yaml", census_config("${UC_TEST_UNSET}/x")))
+        cp.load_experiment(write_yaml(tmp_path / "b.yaml", census_config("${UC_TEST_UNSET}/x")))
 
 
 def test_missing_shared_data_names_the_variable(tmp_path, monkeypatch):
-    monkeypatch.delenv(rp.SHARED_DATA_ENV, raising=False)
-    monkeypatch.setattr(rp, "__file__", str(tmp_path / "pkg" / "reproduce.py"))
-    with pytest.raises(ConfigError, match=rp.SHARED_DATA_ENV):
-        rp.expand_path("${SHARED_DATA}/x", base_dir=tmp_path / "nowhere", where="data.path")
+    monkeypatch.delenv(cp.SHARED_DATA_ENV, raising=False)
+    monkeypatch.setattr(cp, "__file__", str(tmp_path / "pkg" / "paths.py"))
+    with pytest.raises(ConfigError, match=cp.SHARED_DATA_ENV):
+        cp.expand_path("${SHARED_DATA}/x", base_dir=tmp_path / "nowhere", where="data.path")
 
 
 def test_invalid_configs_still_name_the_field(tmp_path):
     raw = census_config("x.csv")
     raw["engine"]["steps"] = 0
     with pytest.raises(ConfigError, match=r"engine\.steps"):
-        rp.load_experiment(write_yaml(tmp_path / "a.yaml", raw))
+        cp.load_experiment(write_yaml(tmp_path / "a.yaml", raw))
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,7 +234,7 @@ def test_reproduce_resumes_without_rerunning(tmp_path, monkeypatch):
 
 def test_reproduce_resumes_a_partial_sweep(tmp_path):
     root = tiny_sets(tmp_path / "configs")
-    config = rp.load_experiment(root / "quick" / "trap_good.yaml")
+    config = cp.load_experiment(root / "quick" / "trap_good.yaml")
     run_experiment(config, tmp_path / "out" / "trap_good", chunk_size=4)
     store = ResultsDir(tmp_path / "out" / "trap_good")
     first = sorted(store.finished_chunks())

@@ -9,8 +9,7 @@ from userchoice.preferences import Preferences
 from userchoice.probing import ProbingSpec
 from userchoice.synthetic import gaussian_mixture_market
 from userchoice.theory import trap_market
-
-__version__ = "0.1.0"
+from userchoice.version import __version__
 
 __all__ = [
     "MLP",

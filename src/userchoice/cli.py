@@ -13,7 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from userchoice import __version__
+from userchoice.data.registry import DATASETS
+from userchoice.version import __version__
 
 app = typer.Typer(
     name="userchoice",
@@ -88,10 +89,6 @@ def version() -> None:
     typer.echo(f"userchoice {__version__}")
 
 
-if __name__ == "__main__":
-    app()
-
-
 data_app = typer.Typer(help="Real datasets: what is where, download, import a local copy.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -100,12 +97,30 @@ DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", help="Data directory (default: $USERCHOICE_DATA or ~/.local/share/userchoice).")]
 
 
-def _dataset_name(name: str) -> str:
-    from userchoice.data.fetch import DATASETS
+def _one_of(names: tuple[str, ...]) -> str:
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)
 
-    if name not in DATASETS:
-        raise typer.BadParameter(f"must be one of {', '.join(DATASETS)}", param_hint="NAME")
+
+def _dataset_name(name: str, *, fetchable: bool = False) -> str:
+    """A dataset ``data fetch`` (``fetchable``) or ``data import`` supports, from the registry."""
+    names = DATASETS.named(fetchable=fetchable, importable=True)
+    if name not in names:
+        raise typer.BadParameter(f"must be one of {', '.join(names)}", param_hint="NAME")
     return name
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """List the registered datasets: kind, whether they read files / can be fetched."""
+    from rich.markup import escape
+
+    table = Table()
+    for column in ("dataset", "kind", "files", "fetch", "description"):
+        table.add_column(column)
+    for name, entry in DATASETS.items():
+        table.add_row(name, entry.kind, "yes" if entry.file_backed else "no",
+                      "yes" if entry.fetchable else "no", escape(entry.description))
+    Console().print(table)
 
 
 @data_app.command("info")
@@ -122,7 +137,9 @@ def data_info(data_dir: DataDir = None) -> None:
     table.add_column("MB", justify="right")
     for name, files in inventory(data_dir).items():
         if not files:
-            table.add_row(name, f"[yellow]none[/yellow]: userchoice data fetch {name}", "")
+            get = "fetch" if DATASETS.get(name).fetchable else "import"
+            table.add_row(name, f"[yellow]none[/yellow]: userchoice data {get} {name}"
+                          + (" PATH" if get == "import" else ""), "")
         for f in files:
             table.add_row(name, f["file"], f"{f['bytes'] / 1e6:.1f}")
     console.print(table)
@@ -130,27 +147,27 @@ def data_info(data_dir: DataDir = None) -> None:
 
 @data_app.command("fetch")
 def data_fetch(
-    name: Annotated[str, typer.Argument(help="census, movielens or amazon.")],
+    name: Annotated[str, typer.Argument(help=f"{_one_of(DATASETS.named(fetchable=True))}.")],
     data_dir: DataDir = None,
-    state: Annotated[list[str] | None, typer.Option(help="census: state postal code(s).")] = None,
-    year: Annotated[int, typer.Option(help="census: survey year (1-Year PUMS).")] = 2018,
-    variant: Annotated[str, typer.Option(help="movielens: ml-100k, ml-1m, ml-10m, …")] = "ml-10m",
+    state: Annotated[list[str] | None, typer.Option(
+        help="census: state postal code(s); default AL.")] = None,
+    year: Annotated[int | None, typer.Option(
+        help="census: survey year (1-Year PUMS); default 2018.")] = None,
+    variant: Annotated[str | None, typer.Option(
+        help="movielens: ml-100k, ml-1m, ml-10m (default), …")] = None,
     category: Annotated[list[str] | None, typer.Option(
         help="amazon: category (repeat); default the paper's nine.")] = None,
     force: Annotated[bool, typer.Option(help="Download again even if present.")] = False,
 ) -> None:
     """Download a dataset's official files (verified, written atomically)."""
-    from userchoice.data.fetch import PAPER_AMAZON_CATEGORIES, DownloadError, fetch
+    from userchoice.data.fetch import DownloadError, fetch
 
-    name = _dataset_name(name)
+    name = _dataset_name(name, fetchable=True)
     console = Console()
-    options: dict = {}
-    if name == "census":
-        options = {"states": tuple(state or ["AL"]), "year": year}
-    elif name == "movielens":
-        options = {"variant": variant}
-    else:
-        options = {"categories": tuple(category or PAPER_AMAZON_CATEGORIES)}
+    # Only the options given; the dataset's fetch plan rejects those it does not take.
+    given = {"states": tuple(state) if state else None, "year": year, "variant": variant,
+             "categories": tuple(category) if category else None}
+    options = {key: value for key, value in given.items() if value is not None}
     try:
         with console.status(f"downloading {name}…"):
             records = fetch(name, root=data_dir, force=force, **options)
@@ -169,7 +186,7 @@ def data_fetch(
 
 @data_app.command("import")
 def data_import(
-    name: Annotated[str, typer.Argument(help="census, movielens or amazon.")],
+    name: Annotated[str, typer.Argument(help=f"{_one_of(DATASETS.named(importable=True))}.")],
     path: Annotated[Path, typer.Argument(help="A local copy of the dataset file.")],
     data_dir: DataDir = None,
     link: Annotated[bool, typer.Option(help="Symlink instead of copying.")] = False,
@@ -263,7 +280,7 @@ def run(
 ) -> None:
     """Run every run of an experiment config (finished runs in OUT are skipped)."""
     from userchoice.experiments.config import ConfigError
-    from userchoice.experiments.reproduce import load_experiment
+    from userchoice.experiments.paths import load_experiment
 
     try:
         cfg = load_experiment(config, set_ or [], data_dir=data_dir)
@@ -352,7 +369,8 @@ def report(
 
 @app.command("reproduce")
 def reproduce_command(
-    target: Annotated[str, typer.Argument(help="paper, census, movielens, amazon or nn.")],
+    target: Annotated[str, typer.Argument(
+        help=f"paper (every experiment), a dataset ({', '.join(DATASETS.named())}) or nn.")],
     quick: Annotated[bool, typer.Option(help="CI-sized configs on the staged substitutes.")]
     = False,
     local: Annotated[bool, typer.Option(help="The paper's settings on the substitutes in "
@@ -373,7 +391,7 @@ def reproduce_command(
     import json
 
     from userchoice.experiments.config import ConfigError
-    from userchoice.experiments.reproduce import ReproduceError, reproduce
+    from userchoice.reproduce import ReproduceError, reproduce
 
     console = Console()
     runner = _runner(executor, address, workers)
@@ -407,3 +425,7 @@ def reproduce_command(
     console.print(f"summary written to {summary}")
     if failed:
         raise typer.Exit(1)
+
+
+if __name__ == "__main__":  # last: every command above is registered by now
+    app()

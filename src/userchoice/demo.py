@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from userchoice import fitting
+from userchoice.analysis import seed_stats
 from userchoice.engine import EngineSpec, SimulationResult, knob_grid, simulate
 from userchoice.families import Squared
 from userchoice.fitting import erm_init, pooled_fit
@@ -81,11 +83,19 @@ class DemoResult:
 
 
 def _mean_se(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard error over axis 0 (NaN s.e. with one sample)."""
-    mean = values.mean(axis=0)
-    if values.shape[0] < 2:
-        return mean, np.full_like(mean, np.nan)
-    return mean, values.std(axis=0, ddof=1) / np.sqrt(values.shape[0])
+    """Mean and standard error over seeds of ``values`` [seed, p, learner] → two [p, learner]
+    arrays, by ``analysis.seed_stats`` (NaN s.e. with one seed; NaN where no value)."""
+    n_seeds, n_p, n = values.shape
+    frame = pd.DataFrame({
+        "p_index": np.tile(np.repeat(np.arange(n_p), n), n_seeds),
+        "learner": np.tile(np.arange(n), n_seeds * n_p),
+        "value": np.asarray(values, dtype=float).reshape(-1),
+    })
+    grid = pd.MultiIndex.from_product([range(n_p), range(n)], names=["p_index", "learner"])
+    stats = seed_stats(frame, ["p_index", "learner"], "value").set_index(["p_index", "learner"])
+    stats = stats.reindex(grid)
+    return (stats["mean"].to_numpy(float).reshape(n_p, n),
+            stats["sem"].to_numpy(float).reshape(n_p, n))
 
 
 def run_demo(

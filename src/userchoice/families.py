@@ -7,6 +7,10 @@ learners share one pytree with a leading learner axis, so the engine can ``vmap`
 Scores are logits for classification and predictions for regression. ``loss`` is the
 *reported* per-user loss; training steps use ``train_scale * loss`` (SPEC §2: the MovieLens
 reference steps with the gradient of the un-divided sum).
+
+Families are registered in ``FAMILIES`` by name; a config names one by name or by import path
+(``family: mypkg.models:Hinge``). A family class may define ``data_options(dataset)``: options
+read off the data (e.g. the number of outputs) that a config need not spell out.
 """
 
 from __future__ import annotations
@@ -16,9 +20,14 @@ from typing import Any, Literal, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from userchoice.registry import Registry
 
 Params = Any  # a pytree of arrays whose leaves carry a leading learner axis
 Task = Literal["classification", "regression"]
+
+FAMILIES: Registry[type] = Registry("family")
 
 
 class Family(Protocol):
@@ -61,6 +70,7 @@ class _Linear:
         return x @ theta
 
 
+@FAMILIES.register("logistic")
 @dataclass(frozen=True)
 class Logistic(_Linear):
     """Linear logistic regression: score = θᵀx, label 1[score > 0] (Census, Amazon)."""
@@ -76,6 +86,7 @@ class Logistic(_Linear):
         return (score > 0).astype(score.dtype)
 
 
+@FAMILIES.register("squared")
 @dataclass(frozen=True)
 class Squared(_Linear):
     """Linear least squares: prediction θᵀx, loss (θᵀx − y)² (synthetic markets, theory)."""
@@ -90,6 +101,7 @@ class Squared(_Linear):
         return score
 
 
+@FAMILIES.register("masked_multi_squared")
 @dataclass(frozen=True)
 class MaskedMultiSquared:
     """Multi-output least squares with a rated mask (MovieLens): ŷ = Θx, Θ ∈ R^{m×d}.
@@ -115,6 +127,10 @@ class MaskedMultiSquared:
         if self.init_kind not in ("uniform", "normal"):
             raise ValueError(f"init_kind must be 'uniform' or 'normal', got {self.init_kind!r}")
 
+    @classmethod
+    def data_options(cls, dataset: Any) -> dict[str, Any]:
+        return {"n_outputs": int(np.shape(dataset.y_train)[1])}
+
     @property
     def train_scale(self) -> float:
         return float(self.n_outputs) if self.gradient_scaling == "paper" else 1.0
@@ -138,6 +154,7 @@ class MaskedMultiSquared:
         return score
 
 
+@FAMILIES.register("mlp")
 @dataclass(frozen=True)
 class MLP:
     """Two-layer ReLU network → logit, logistic loss (Census NN). PyTorch-style uniform init."""
@@ -180,19 +197,18 @@ class MLP:
         return (score > 0).astype(score.dtype)
 
 
-FAMILIES = {
-    "logistic": Logistic,
-    "squared": Squared,
-    "masked_multi_squared": MaskedMultiSquared,
-    "mlp": MLP,
-}
+def make_family(name: str, dataset: Any = None, **options: Any) -> Family:
+    """Build a family by registered name or import path, e.g. ``make_family("mlp", hidden=32)``.
 
-
-def make_family(name: str, **options: Any) -> Family:
-    """Build a family by name (``logistic``, ``squared``, ``masked_multi_squared``, ``mlp``)."""
-    if name not in FAMILIES:
-        raise ValueError(f"family must be one of {sorted(FAMILIES)}, got {name!r}")
-    return FAMILIES[name](**options)
+    With ``dataset``, the family's ``data_options(dataset)`` fill options not given.
+    """
+    cls = FAMILIES.get(name)
+    if dataset is not None and hasattr(cls, "data_options"):
+        options = {**cls.data_options(dataset), **options}
+    try:
+        return cls(**options)
+    except TypeError as error:
+        raise ValueError(f"options {sorted(options)} for family {name!r}: {error}") from None
 
 
 def is_classifier(family: Family) -> bool:

@@ -1,11 +1,14 @@
 """Figures of a results directory (SPEC §8): metric vs iteration, final metric vs p / N_probe,
-market shares, the two-prober comparison and the bad-vs-good outcome.
+market shares, the two-prober comparison, an overview of every recorded metric and the
+bad-vs-good outcome.
 
-Every figure reads the tidy tables of :class:`~userchoice.experiments.store.ResultsDir`, keeps
-only runs whose status is ``done`` (diverged and failed runs never enter a mean) and shows the
-mean across seeds ± its standard error. The primary metric is the global ``test_accuracy`` for
-classifiers and the global ``test_loss`` otherwise. Figures are matplotlib ``Figure`` objects
-drawn with the Agg machinery (no pyplot global state), written as PNG and PDF.
+Every figure reads a :class:`~userchoice.analysis.Results` (the tidy tables of a results
+directory, runs whose status is ``done`` only: diverged and failed runs never enter a mean) and
+shows the mean across seeds ± its standard error, computed by ``userchoice.analysis``. The
+primary metric is ``analysis.primary_metric`` (the global ``test_accuracy`` for classifiers,
+the global ``test_loss`` otherwise); ``metrics_overview`` has a panel for every metric of the
+metric table that the results hold. Figures are matplotlib ``Figure`` objects drawn with the
+Agg machinery (no pyplot global state), written as PNG and PDF.
 
 A figure type that does not apply to an experiment is skipped (no p grid → no ``final_vs_p``).
 When further conditions vary (κ, static values such as ``probing.n_probe``, other knobs), a
@@ -19,7 +22,6 @@ import io
 import math
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,171 +30,26 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from userchoice.experiments.plan import KNOB_NAMES
-from userchoice.experiments.store import ResultsDir
+from userchoice.analysis import (
+    Results,
+    at_conditions,
+    final_rows,
+    load_results,
+    recorded_metrics,
+    reference_conditions,
+    seed_stats,
+)
+from userchoice.knobs import KNOBS
+from userchoice.metrics import METRICS
 
 FORMATS = ("png", "pdf")
-RUN_COLUMNS = ("run_id", "group", "seed", "chunk", "seconds", "status", "reason",
-               "diverged_step")
-CONDITION_KNOBS = tuple(k for k in KNOB_NAMES if k != "seed")  # tau, p, kappa, eta, …
 FIGURE_KINDS = ("metric_vs_iteration", "final_vs_p", "final_vs_nprobe",
-                "market_share_vs_iteration", "two_prober_comparison")
+                "market_share_vs_iteration", "two_prober_comparison", "metrics_overview")
 NPROBE_COLUMN = "probing_n_probe"
 
-_DISPLAY = {"tau": "τ", "p": "p", "kappa": "κ", "eta": "η", "lam": "λ", "zeta": "ζ",
-            "temperature": "temperature", NPROBE_COLUMN: "N_probe",
+_DISPLAY = {**{k.name: k.display for k in KNOBS}, NPROBE_COLUMN: "N_probe",
             "probing_probe_batch": "P"}
 _LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading: one object with the done rows, the primary metric and the conditions of a sweep
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Results:
-    """What the figures and the report need from one results directory."""
-
-    path: Path
-    manifest: dict[str, Any]
-    runs: pd.DataFrame       # every finished run (done, diverged, failed)
-    learners: pd.DataFrame   # learner rows of ``done`` runs, joined with their run's columns
-    metric: str | None       # "test_accuracy" | "test_loss" (None: no done rows)
-    static_columns: list[str]
-
-    @property
-    def name(self) -> str:
-        return str(self.manifest.get("name", self.path.name))
-
-    @property
-    def higher_is_better(self) -> bool:
-        return self.metric == "test_accuracy"
-
-    @property
-    def metric_label(self) -> str:
-        return metric_label(self.metric, self.family)
-
-    @property
-    def family(self) -> str | None:
-        return ((self.manifest.get("config") or {}).get("learner") or {}).get("family")
-
-    @property
-    def baseline(self) -> float | None:
-        value = (self.manifest.get("baseline") or {}).get(self.metric or "")
-        return None if value is None or not np.isfinite(value) else float(value)
-
-    @property
-    def conditions(self) -> list[str]:
-        """Columns that define a condition (everything but the seed): static values, p, κ and
-        any other knob that varies across the sweep."""
-        varying = [k for k in CONDITION_KNOBS if k in self.runs
-                   and (k in ("p", "kappa") or self.runs[k].nunique(dropna=False) > 1)]
-        return [*self.static_columns, *varying]
-
-    def varying(self, frame: pd.DataFrame | None = None) -> list[str]:
-        frame = self.runs if frame is None else frame
-        return [c for c in self.conditions if c in frame and frame[c].nunique(dropna=False) > 1]
-
-    def learner_name(self, learner: int) -> str:
-        names = (self.manifest.get("market_provenance") or {}).get("categories")
-        n = self.manifest.get("n_learners")
-        if isinstance(names, list) and len(names) == n and 0 <= learner < len(names):
-            return f"learner {learner} ({names[learner]})"
-        return f"learner {learner}"
-
-    def probers(self, frame: pd.DataFrame | None = None) -> list[int]:
-        frame = self.learners if frame is None else frame
-        if not len(frame) or "is_prober" not in frame:
-            return []
-        return sorted(int(v) for v in frame.loc[frame["is_prober"].astype(bool), "learner"]
-                      .unique())
-
-
-def metric_label(metric: str | None, family: str | None = None) -> str:
-    if metric == "test_accuracy":
-        return "global test accuracy"
-    if family == "squared":
-        return "global test MSE (global risk)"
-    if family == "masked_multi_squared":
-        return "global test masked MSE (global risk)"
-    return "global test loss (global risk)"
-
-
-def primary_metric(learners: pd.DataFrame) -> str | None:
-    """``test_accuracy`` where the table has it (classifiers), else ``test_loss``."""
-    if "test_accuracy" in learners and learners["test_accuracy"].notna().any():
-        return "test_accuracy"
-    if "test_loss" in learners:
-        return "test_loss"
-    return None
-
-
-def _hashable(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """Static values that are lists (e.g. a ``probing.probers`` grid) → tuples, so they group."""
-    for column in columns:
-        if column in frame and frame[column].dtype == object:
-            frame[column] = frame[column].map(
-                lambda v: tuple(np.asarray(v).tolist()) if isinstance(v, list | np.ndarray)
-                else v)
-    return frame
-
-
-def load_results(results_dir: str | Path) -> Results:
-    store = ResultsDir(Path(results_dir))
-    manifest = store.read_manifest()
-    runs = store.table("runs")
-    static = [c for c in runs.columns if c not in RUN_COLUMNS and c not in KNOB_NAMES]
-    runs = _hashable(runs, static)
-    learners = store.joined("learners")
-    if len(learners):
-        learners = _hashable(learners, static)
-        learners = learners[learners["status"] == "done"].reset_index(drop=True)
-    metric = primary_metric(learners) if len(learners) else None
-    return Results(store.path, manifest, runs, learners, metric, static)
-
-
-def _as_results(results: Results | str | Path) -> Results:
-    return results if isinstance(results, Results) else load_results(results)
-
-
-# ---------------------------------------------------------------------------------------------
-# Final values and seed statistics
-# ---------------------------------------------------------------------------------------------
-
-
-def final_rows(learners: pd.DataFrame) -> pd.DataFrame:
-    """Each run's rows at its last evaluation step."""
-    if not len(learners):
-        return learners
-    last = learners.groupby("run_id")["step"].transform("max")
-    return learners[learners["step"] == last]
-
-
-def _seed_stats(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
-    """Mean, standard error (ddof 1; NaN for one seed) and count of ``value`` per ``keys``."""
-    stats = (frame.groupby(keys, dropna=False, sort=True)[value]
-             .agg(mean="mean", sem="sem", std="std", n="count").reset_index())
-    return stats[stats["n"] > 0].reset_index(drop=True)
-
-
-def final_summary(results_dir: Results | str | Path) -> pd.DataFrame:
-    """Final primary metric per condition × learner, across seeds, done runs only.
-
-    Columns: the static values (one per ``static_grid`` key), ``p``, ``kappa``, every other knob
-    that varies in the sweep, ``learner``, ``is_prober``, then ``mean``, ``sem`` (standard error,
-    ddof 1; NaN with one seed), ``n`` (seeds) and ``metric`` (the metric's column name).
-    Empty (with those columns) when no run finished.
-    """
-    res = _as_results(results_dir)
-    keys = [*res.conditions, "learner", "is_prober"]
-    columns = [*keys, "mean", "sem", "n", "metric"]
-    if res.metric is None:
-        return pd.DataFrame(columns=columns)
-    stats = _seed_stats(final_rows(res.learners), keys, res.metric)
-    stats["n"] = stats["n"].astype(int)
-    stats["metric"] = res.metric
-    return stats[columns]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,7 +182,7 @@ def fig_metric_vs_iteration(res: Results, frame: pd.DataFrame, where: dict[str, 
     probers, colors = res.probers(frame), _colors(_n_learners(res))
     handles = [*_learner_handles(res, learners, probers, colors), *_baseline_handle(res)]
     fig, axes = _new_figure(len(ps), legend_rows=math.ceil(len(handles) / 4))
-    stats = _seed_stats(frame, ["p", "learner", "step"], res.metric)
+    stats = seed_stats(frame, ["p", "learner", "step"], res.metric)
     for ax, p in zip(axes, ps, strict=True):
         for i in learners:
             s = stats[(stats["p"] == p) & (stats["learner"] == i)]
@@ -346,7 +203,7 @@ def fig_metric_vs_iteration(res: Results, frame: pd.DataFrame, where: dict[str, 
 def fig_final_vs_p(res: Results, frame: pd.DataFrame, where: dict[str, Any]) -> Figure:
     """Final metric vs p per learner (colour), one line style per κ."""
     final = final_rows(frame)
-    stats = _seed_stats(final, ["kappa", "learner", "p"], res.metric)
+    stats = seed_stats(final, ["kappa", "learner", "p"], res.metric)
     kappas = sorted(stats["kappa"].unique())
     learners = sorted(int(v) for v in stats["learner"].unique())
     probers, colors = res.probers(frame), _colors(_n_learners(res))
@@ -378,7 +235,7 @@ def fig_final_vs_nprobe(res: Results, frame: pd.DataFrame, where: dict[str, Any]
     final = final[final["is_prober"].astype(bool)]
     if (final["p"] > 0).any():  # at p = 0 the probe set is unused
         final = final[final["p"] > 0]
-    stats = _seed_stats(final, ["p", "learner", NPROBE_COLUMN], res.metric)
+    stats = seed_stats(final, ["p", "learner", NPROBE_COLUMN], res.metric)
     colors = _colors(_n_learners(res))
     ps = sorted(stats["p"].unique())
     learners = sorted(int(v) for v in stats["learner"].unique())
@@ -428,8 +285,8 @@ def fig_market_share(res: Results, frame: pd.DataFrame, where: dict[str, Any]) -
         handles.append(Line2D([], [], color="gray", linestyle="--",
                               label="batch share (mean since last eval)"))
     fig, axes = _new_figure(len(ps), ncols=len(ps), legend_rows=math.ceil(len(handles) / 4))
-    share = _seed_stats(frame, ["p", "learner", "step"], "market_share")
-    batch = _seed_stats(frame, ["p", "learner", "step"], "batch_share") if has_batch else None
+    share = seed_stats(frame, ["p", "learner", "step"], "market_share")
+    batch = seed_stats(frame, ["p", "learner", "step"], "batch_share") if has_batch else None
     for ax, p in zip(axes, ps, strict=True):
         for i in learners:
             s = share[(share["p"] == p) & (share["learner"] == i)]
@@ -453,7 +310,7 @@ def fig_two_prober(res: Results, frame: pd.DataFrame, where: dict[str, Any]) -> 
     """Final metric vs p, probers (solid) vs non-probers (dashed), and each learner's change
     from its value at the smallest p."""
     final = final_rows(frame)
-    stats = _seed_stats(final, ["learner", "p"], res.metric)
+    stats = seed_stats(final, ["learner", "p"], res.metric)
     learners = sorted(int(v) for v in stats["learner"].unique())
     probers, colors = res.probers(frame), _colors(_n_learners(res))
     p0 = stats["p"].min()
@@ -485,9 +342,70 @@ def fig_two_prober(res: Results, frame: pd.DataFrame, where: dict[str, Any]) -> 
     return fig
 
 
+def fig_metrics_overview(res: Results, learners: pd.DataFrame, market: pd.DataFrame | None,
+                         where: dict[str, Any]) -> Figure:
+    """One small panel per recorded metric of the metric table (learner and prober kinds: one
+    line per learner; market kind: one line), mean ± SE over seeds vs step, titled with the
+    metric's display label; the pooled baseline where the manifest records that metric."""
+    names = recorded_metrics(learners, ("learner", "prober"))
+    market_names = recorded_metrics(market, ("market",)) if market is not None else []
+    learner_ids = sorted(int(v) for v in learners["learner"].unique())
+    probers, colors = res.probers(learners), _colors(_n_learners(res))
+    handles = _learner_handles(res, learner_ids, probers, colors)
+    if market_names:
+        handles.append(Line2D([], [], color="black", linewidth=1.4, label="market-wide"))
+    if any(res.baseline_of(n) is not None for n in [*names, *market_names]):
+        handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1.0,
+                              label="pooled baseline"))
+    n_panels = len(names) + len(market_names)
+    fig, axes = _new_figure(n_panels, ncols=min(n_panels, 4), panel=(3.3, 2.5),
+                            legend_rows=math.ceil(len(handles) / 4), sharey=False)
+    n_seeds = 0
+    for ax, name in zip(axes, [*names, *market_names], strict=True):
+        if name in names:
+            stats = seed_stats(learners, ["learner", "step"], name)
+            for i in learner_ids:
+                s = stats[stats["learner"] == i]
+                _band(ax, s["step"].to_numpy(), s["mean"].to_numpy(), s["sem"].to_numpy(),
+                      colors[i], linewidth=1.8 if i in probers else 1.2)
+        else:
+            stats = seed_stats(market, ["step"], name)
+            _band(ax, stats["step"].to_numpy(), stats["mean"].to_numpy(),
+                  stats["sem"].to_numpy(), "black", linewidth=1.4)
+        n_seeds = max(n_seeds, int(stats["n"].max()) if len(stats) else 0)
+        baseline = res.baseline_of(name)
+        if baseline is not None:
+            ax.axhline(baseline, color="black", linestyle="--", linewidth=1.0)
+        metric = METRICS.get(name)
+        ax.set_title(metric.display + (" (market)" if metric.kind == "market" else ""),
+                     fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    _title(fig, res, f"every recorded metric vs iteration (mean ± SE over {n_seeds} seeds)",
+           where)
+    _legend_below(fig, handles)
+    return fig
+
+
+def _overview(res: Results) -> tuple[str, Figure] | None:
+    """The metrics overview at the smallest p, other conditions at their reference values."""
+    where = reference_conditions(res.learners, res.static_columns)
+    learners = at_conditions(res.learners, where)
+    if not len(learners):
+        return None
+    where["p"] = float(learners["p"].min())
+    learners = learners[learners["p"] == where["p"]]
+    market = None
+    if res.market is not None and len(res.market):
+        market = at_conditions(res.market, where)
+    shown = {k: v for k, v in where.items() if k in res.varying() or k == "p"}
+    return "metrics_overview", fig_metrics_overview(res, learners, market, shown)
+
+
 def make_figures(results_dir: Results | str | Path) -> list[tuple[str, Figure]]:
     """Every applicable figure of a results directory as (file stem, Figure)."""
-    res = _as_results(results_dir)
+    res = load_results(results_dir)
     frame = res.learners
     if res.metric is None or not len(frame):
         return []
@@ -512,6 +430,9 @@ def make_figures(results_dir: Results | str | Path) -> list[tuple[str, Figure]]:
             if len(res.probers(part)) >= 2 and part["p"].nunique() > 1:
                 out.append((_slice_stem("two_prober_comparison", where),
                             fig_two_prober(res, part, where)))
+    overview = _overview(res)
+    if overview is not None:
+        out.append(overview)
     return out
 
 
@@ -560,26 +481,14 @@ def plot_results(results_dir: str | Path, out_dir: str | Path | None = None,
 # ---------------------------------------------------------------------------------------------
 
 
-def _at_first_conditions(res: Results, frame: pd.DataFrame, keep: Sequence[str]) -> pd.DataFrame:
-    """Rows at the smallest value of every varying condition not in ``keep`` (κ = 0 …)."""
-    for column in res.varying(frame):
-        if column not in keep:
-            frame = frame[frame[column] == min(frame[column].unique())]
-    return frame
+def _at_reference(res: Results, frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows at the reference value of every condition but p (static values at their largest,
+    knobs at their smallest: where ``summary.md`` holds them)."""
+    return at_conditions(frame, reference_conditions(frame, res.static_columns))
 
 
 def _final_by_learner(res: Results, frame: pd.DataFrame) -> pd.DataFrame:
-    return _seed_stats(final_rows(frame), ["learner"], res.metric).set_index("learner")
-
-
-def best_p(res: Results, frame: pd.DataFrame | None = None) -> float:
-    """The p with the best mean final metric of the probers (of all learners without any)."""
-    frame = res.learners if frame is None else frame
-    final = final_rows(frame)
-    if final["is_prober"].any():
-        final = final[final["is_prober"].astype(bool)]
-    means = final.groupby("p")[res.metric].mean()
-    return float(means.idxmax() if res.higher_is_better else means.idxmin())
+    return seed_stats(final_rows(frame), ["learner"], res.metric).set_index("learner")
 
 
 def plot_bad_vs_good(bad_dir: str | Path, good_dir: str | Path, out_stem: str | Path,
@@ -598,11 +507,11 @@ def fig_bad_vs_good(bad: Results, good: Results) -> Figure:
     if bad.metric != good.metric:
         raise ValueError(f"the bad ({bad.metric}) and good ({good.metric}) runs measure "
                          f"different metrics")
-    bad_frame = _at_first_conditions(bad, bad.learners, [])
+    bad_frame = _at_reference(bad, bad.learners)
     bad_frame = bad_frame[bad_frame["p"] == bad_frame["p"].min()]
-    good_frame = _at_first_conditions(good, good.learners, ["p"])
+    good_frame = _at_reference(good, good.learners)
     p_low = float(good_frame["p"].min())
-    p_best = best_p(good, good_frame)
+    p_best = good.best_p(good_frame)
     bars = [(f"bad (p = {_fmt(float(bad_frame['p'].min()))})", bad, bad_frame),
             (f"good, p = {_fmt(p_low)}", good, good_frame[good_frame["p"] == p_low])]
     if p_best != p_low:

@@ -3,7 +3,8 @@
 A registry maps names to objects. ``get`` also accepts an import path ``"package.module:Name"``
 (the form a YAML config uses for a plug-in that lives outside ``userchoice``): the module is
 imported and the object registered under that path, so it resolves once. Installed packages
-may also declare entry points in the group ``userchoice.<kind>``; those are loaded the first
+may also declare entry points in the group ``userchoice.<kind>`` (spaces as
+underscores: ``userchoice.choice_rule``); those are loaded the first
 time a name is not found.
 
     FAMILIES = Registry("family")
@@ -91,9 +92,14 @@ class Registry(Generic[T]):
         self._entry_points_loaded = True
         from importlib.metadata import entry_points
 
-        for entry in entry_points(group=f"userchoice.{self.kind}"):
+        for entry in entry_points(group=self.entry_point_group):
             if entry.name not in self._items:
                 self._items[entry.name] = entry.load()
+
+    @property
+    def entry_point_group(self) -> str:
+        """``userchoice.<kind>`` with spaces as underscores (``userchoice.choice_rule``)."""
+        return "userchoice." + self.kind.replace(" ", "_")
 
     def get(self, name: str) -> T:
         """The object registered as ``name``, or the one an import path names."""

@@ -1,10 +1,12 @@
 """One self-contained HTML page for one or more results directories.
 
 Per experiment: title and description, run status counts, the pooled baseline (and the paper's
-reported numbers where the config records them), the final-summary table (mean ± standard
-error across seeds of done runs), every applicable figure embedded as a base64 PNG, failed and
-diverged runs with their reasons, the config as YAML and the provenance (data files with their
-sha256, versions, git sha, timings). No external assets and no scripts; all text is escaped.
+reported numbers where the config records them), the final-summary table of the primary metric
+(mean ± standard error across seeds of done runs), the final value of every recorded metric of
+the metric table per learner (and of the market-wide ones), every applicable figure embedded as
+a base64 PNG, failed and diverged runs with their reasons, the config as YAML and the
+provenance (data files with their sha256, versions, git sha, timings). No external assets and
+no scripts; all text is escaped. Every number comes from ``userchoice.analysis``.
 """
 
 from __future__ import annotations
@@ -20,15 +22,16 @@ from typing import Any
 
 import yaml
 
-from userchoice.plots import (
+from userchoice.analysis import (
     Results,
-    display_name,
-    figure_png,
+    final_metrics,
     final_summary,
     load_results,
-    make_figures,
     metric_label,
+    recorded_metrics,
 )
+from userchoice.metrics import METRICS
+from userchoice.plots import display_name, figure_png, make_figures
 
 MAX_FAILURE_ROWS = 200
 
@@ -148,6 +151,65 @@ def _section_summary(res: Results) -> str:
             f"across seeds, done runs only.</p>" + _table(header, rows, numeric, classes))
 
 
+def _mean_sem(stat: dict[str, Any] | None) -> str:
+    if stat is None:
+        return "–"
+    text = _num(stat["mean"])
+    return text if math.isnan(stat["sem"]) else f"{text} ± {_num(stat['sem'])}"
+
+
+def _metrics_table(frame, keys: list[str], metrics: list[str], res: Results,
+                   prober_rows: bool) -> str:
+    """One row per combination of ``keys``, one column per metric: final mean ± SE."""
+    stats = final_metrics(frame, keys, metrics)
+    cells: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for record in stats.to_dict("records"):
+        cells.setdefault(tuple(record[k] for k in keys), {})[record["metric"]] = record
+    header = [*(display_name(k) if k != "learner" else "learner" for k in keys),
+              *(METRICS.get(m).display for m in metrics)]
+    probers = set(res.probers()) if prober_rows else set()
+    rows, classes = [], []
+    for key, by_metric in cells.items():
+        where = dict(zip(keys, key, strict=True))
+        labels = [res.learner_name(int(v)) if k == "learner"
+                  else _num(v) if isinstance(v, float) else v for k, v in where.items()]
+        rows.append([*labels, *(_mean_sem(by_metric.get(m)) for m in metrics)])
+        classes.append("prober" if prober_rows and int(where["learner"]) in probers else "")
+    numeric = [*(k != "learner" for k in keys), *([True] * len(metrics))]
+    return _table(header, rows, numeric, classes)
+
+
+def _metric_legend(metrics: list[str]) -> str:
+    rows = [[METRICS.get(m).display, m, METRICS.get(m).kind,
+             "higher" if METRICS.get(m).higher_is_better else "lower", METRICS.get(m).meaning]
+            for m in metrics]
+    return ("<details><summary>What the metrics mean (the metric table)</summary>"
+            + _table(["metric", "column", "kind", "better", "meaning"], rows) + "</details>")
+
+
+def _section_metrics(res: Results) -> str:
+    """The final value of every recorded metric of the metric table, per condition × learner,
+    then the market-wide metrics per condition (both driven by ``userchoice.metrics``)."""
+    learner_metrics = recorded_metrics(res.learners, ("learner", "prober"))
+    market = res.market if res.market is not None else res.learners.iloc[0:0]
+    market_metrics = recorded_metrics(market, ("market",))
+    if not learner_metrics and not market_metrics:
+        return "<p class='muted'>No run finished (status done): no metrics.</p>"
+    keys = [c for c in res.conditions if c in res.learners]
+    parts = ["<p>Final value (last evaluation step) of every metric the runs recorded: mean "
+             "± standard error across seeds, done runs only.</p>"]
+    if learner_metrics:
+        parts.append("<h4>Per learner</h4>"
+                     + _metrics_table(res.learners, [*keys, "learner"], learner_metrics, res,
+                                      True))
+    if market_metrics:
+        market_keys = [c for c in keys if c in market]
+        parts.append("<h4>Market-wide</h4>"
+                     + _metrics_table(market, market_keys, market_metrics, res, False))
+    parts.append(_metric_legend([*learner_metrics, *market_metrics]))
+    return "".join(parts)
+
+
 def _section_baseline(res: Results) -> str:
     baseline = res.manifest.get("baseline")
     parts = []
@@ -252,6 +314,7 @@ def _section(res: Results, index: int) -> str:
         "<h3>Runs</h3>", _section_status(res),
         "<h3>Pooled baseline</h3>", _section_baseline(res),
         "<h3>Final summary</h3>", _section_summary(res),
+        "<h3>Every recorded metric</h3>", _section_metrics(res),
         "<h3>Figures</h3>", _section_figures(res),
         "<h3>Config</h3>", _pre(config_yaml),
         "<h3>Provenance</h3>", _section_provenance(res),

@@ -5,6 +5,10 @@ Nothing here runs unless the user asks. Downloads stream to a temporary file bes
 destination, are verified (sha256 and size where the published file's values are known, archive
 integrity and a format check otherwise) and only then moved into place, so an interrupted or
 failed download never leaves a file the loaders would read.
+
+Which datasets can be imported (the file-backed ones) and fetched (those with a fetch plan:
+``census_plan``, ``movielens_plan``, ``amazon_plan`` below) is the dataset registry's
+(``userchoice.data.registry``); nothing here lists dataset names.
 """
 
 from __future__ import annotations
@@ -22,8 +26,7 @@ from pathlib import Path
 
 from userchoice.atomic import atomic_write
 from userchoice.data.common import DataFormatError, data_dir, open_binary, sha256_file
-
-DATASETS: tuple[str, ...] = ("census", "movielens", "amazon")
+from userchoice.data.registry import DATASETS, DatasetEntry, DatasetOptionError
 
 STATE_FIPS = {
     "AL": "01", "AK": "02", "AZ": "04", "AR": "05", "CA": "06", "CO": "08", "CT": "09",
@@ -91,35 +94,56 @@ class Download:
     member_sha256: str | None = None
 
 
-def plan(name: str, *, states: tuple[str, ...] = ("AL",), year: int = 2018,
-         variant: str = "ml-10m", categories: tuple[str, ...] = PAPER_AMAZON_CATEGORIES
-         ) -> list[Download]:
-    """The files ``fetch`` would download for a dataset (the paper's by default)."""
-    if name == "census":
-        out = []
-        for state in states:
-            code = state.upper()
-            if code not in STATE_FIPS:
-                raise ValueError(f"unknown state {state!r}; use a postal code such as 'AL'")
-            out.append(Download(
-                f"https://www2.census.gov/programs-surveys/acs/data/pums/{year}/1-Year/"
-                f"csv_p{code.lower()}.zip",
-                f"csv_p{code.lower()}_{year}.zip", member=f"psam_p{STATE_FIPS[code]}.csv"))
-        return out
-    if name == "movielens":
-        if variant not in MOVIELENS_VARIANTS:
-            raise ValueError(f"variant must be one of {list(MOVIELENS_VARIANTS)}, got {variant!r}")
-        member, member_sha = MOVIELENS_MEMBERS[variant]
-        return [Download(MOVIELENS_VARIANTS[variant], f"{variant}.zip", member=member,
-                         member_sha256=member_sha)]
-    if name == "amazon":
-        unknown = [c for c in categories if c not in AMAZON_FILES]
-        if unknown:
-            raise ValueError(f"no published checksum for categories {unknown}; known: "
-                             f"{list(AMAZON_FILES)}")
-        return [Download(AMAZON_URL.format(category=c), f"{c}.jsonl", *AMAZON_FILES[c])
-                for c in categories]
-    raise ValueError(f"dataset must be one of {list(DATASETS)}, got {name!r}")
+def census_plan(*, states: tuple[str, ...] = ("AL",), year: int = 2018) -> list[Download]:
+    """ACS 1-Year PUMS person files, one zip per state."""
+    out = []
+    for state in states:
+        code = state.upper()
+        if code not in STATE_FIPS:
+            raise ValueError(f"unknown state {state!r}; use a postal code such as 'AL'")
+        out.append(Download(
+            f"https://www2.census.gov/programs-surveys/acs/data/pums/{year}/1-Year/"
+            f"csv_p{code.lower()}.zip",
+            f"csv_p{code.lower()}_{year}.zip", member=f"psam_p{STATE_FIPS[code]}.csv"))
+    return out
+
+
+def movielens_plan(*, variant: str = "ml-10m") -> list[Download]:
+    """One GroupLens MovieLens archive."""
+    if variant not in MOVIELENS_VARIANTS:
+        raise ValueError(f"variant must be one of {list(MOVIELENS_VARIANTS)}, got {variant!r}")
+    member, member_sha = MOVIELENS_MEMBERS[variant]
+    return [Download(MOVIELENS_VARIANTS[variant], f"{variant}.zip", member=member,
+                     member_sha256=member_sha)]
+
+
+def amazon_plan(*, categories: tuple[str, ...] = PAPER_AMAZON_CATEGORIES) -> list[Download]:
+    """Amazon Reviews 2023 per-category JSONL files (the paper's nine by default)."""
+    unknown = [c for c in categories if c not in AMAZON_FILES]
+    if unknown:
+        raise ValueError(f"no published checksum for categories {unknown}; known: "
+                         f"{list(AMAZON_FILES)}")
+    return [Download(AMAZON_URL.format(category=c), f"{c}.jsonl", *AMAZON_FILES[c])
+            for c in categories]
+
+
+def _entry(name: str, *, fetchable: bool = False) -> DatasetEntry:
+    """The registry entry of a dataset ``data fetch`` (or ``data import``) supports."""
+    names = DATASETS.named(fetchable=fetchable, importable=True)
+    if name not in names:
+        raise ValueError(f"dataset must be one of {list(names)}, got {name!r}")
+    return DATASETS.get(name)
+
+
+def plan(name: str, **options) -> list[Download]:
+    """The files ``fetch`` would download for a dataset (the paper's by default); the options
+    are those of the dataset's fetch plan (e.g. census: ``states``, ``year``)."""
+    entry = _entry(name, fetchable=True)
+    try:
+        entry.check_fetch_options(options)
+    except DatasetOptionError as error:
+        raise ValueError(str(error)) from None
+    return list(entry.fetch_function()(**options))
 
 
 def _member_sha256(path: Path, member: str) -> str:
@@ -208,8 +232,7 @@ def fetch(name: str, *, root: str | Path | None = None, force: bool = False,
 def import_file(name: str, source: str | Path, *, root: str | Path | None = None,
                 link: bool = False) -> Path:
     """Copy (or symlink) a local file into ``<data dir>/<name>/`` after a format check."""
-    if name not in DATASETS:
-        raise ValueError(f"dataset must be one of {list(DATASETS)}, got {name!r}")
+    _entry(name)
     source = Path(source).expanduser()
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no such file")
@@ -234,10 +257,10 @@ def import_file(name: str, source: str | Path, *, root: str | Path | None = None
 
 
 def inventory(root: str | Path | None = None) -> dict[str, list[dict]]:
-    """Files present for each dataset in the data directory (name, bytes)."""
+    """Files present for each file-backed dataset in the data directory (name, bytes)."""
     base = data_dir(root)
     out: dict[str, list[dict]] = {}
-    for name in DATASETS:
+    for name in DATASETS.named(importable=True):
         folder = base / name
         files = sorted(p for p in folder.glob("*") if p.is_file() and not p.name.startswith("."))\
             if folder.is_dir() else []

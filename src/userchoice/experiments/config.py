@@ -8,26 +8,32 @@ fields that change compiled shapes (e.g. ``probing.n_probe``), one engine group 
 from __future__ import annotations
 
 import copy
+import importlib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
-from userchoice.choice import CHOICE_RULES
+from userchoice.choice import CHOICE_RULES, get_rule
+from userchoice.data.registry import get_dataset
 from userchoice.families import FAMILIES
+from userchoice.knobs import BY_NAME, KNOBS, SCALAR_KNOBS, Knob
+from userchoice.metrics import METRICS
 from userchoice.preferences import PREFERENCE_MODES
-from userchoice.probing import SOURCES
-
-DATASETS = ("census", "movielens", "amazon", "trap", "mixture")
+from userchoice.probing import SOURCES, get_source
+from userchoice.registry import RegistryError
+from userchoice.schedules import NORMALISATIONS, SCHEDULES
 
 
 class _Loader(yaml.SafeLoader):
@@ -46,7 +52,19 @@ _Loader.add_implicit_resolver(
 
 
 def yaml_load(text: str) -> Any:
+    """The package's one YAML reader (configs, overrides): safe, and YAML 1.2 floats."""
     return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+
+
+def read_yaml_file(path: str | Path) -> Any:
+    """A YAML file through ``yaml_load``; a missing or malformed file is a ``ConfigError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        return yaml_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config {path} is not valid YAML: {error}") from None
 
 
 class ConfigError(ValueError):
@@ -65,9 +83,24 @@ Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 
 
 class DataConfig(_Strict):
-    dataset: Literal["census", "movielens", "amazon", "trap", "mixture"]
+    """``dataset``: a name in the dataset registry (``userchoice.data.registry.DATASETS``) or
+    the import path ``package.module:function`` of a user's own loader (imported here, to check
+    it exists). ``options`` go to the loader; their keys are checked against its signature when
+    the market is built (``experiments.plan.load_dataset``), as are ``path`` (file-backed
+    datasets only) and what the loader returns (its declared kind)."""
+
+    dataset: str
     path: str | list[str] | None = None  # default: the data directory's folder for the dataset
     options: dict[str, Any] = Field(default_factory=dict)  # passed to the loader
+
+    @field_validator("dataset")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        try:
+            get_dataset(name)
+        except RegistryError as error:
+            raise ValueError(str(error)) from None
+        return name
 
 
 class MarketConfig(_Strict):
@@ -77,8 +110,27 @@ class MarketConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+def _registered(registry: Any, resolve: Any = None) -> AfterValidator:
+    """A string field naming an entry of ``registry`` (a registered name or an import path
+    ``package.module:Name``); the error lists the known names."""
+
+    def check(name: str) -> str:
+        (resolve or registry.get)(name)
+        return name
+
+    return AfterValidator(check)
+
+
+FamilyName = Annotated[str, _registered(FAMILIES)]
+RuleName = Annotated[str, _registered(CHOICE_RULES, get_rule)]
+SourceName = Annotated[str, _registered(SOURCES, get_source)]
+ScheduleName = Annotated[str, _registered(SCHEDULES)]
+NormalisationName = Annotated[str, _registered(NORMALISATIONS)]
+MetricName = Annotated[str, _registered(METRICS)]
+
+
 class LearnerConfig(_Strict):
-    family: Literal[tuple(FAMILIES)] = "logistic"
+    family: FamilyName = "logistic"
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -91,52 +143,63 @@ class EngineConfig(_Strict):
     batch_size: Count
     steps: Count
     eval_every: Count = 100
-    choice: Literal[CHOICE_RULES] = "tau_mixture"
-    schedule: Literal["constant", "inv_sqrt", "inv"] = "constant"
-    normalisation: Literal["mean", "su_dean"] = "mean"
+    choice: RuleName = "tau_mixture"
+    schedule: ScheduleName = "constant"
+    normalisation: NormalisationName = "mean"
     update_all: bool = True
     dtype: Literal["float32", "float64"] = "float32"
+    metrics: list[MetricName] | None = None  # None: every registered metric that applies
 
 
 class ProbingConfig(_Strict):
     probers: list[Index] = Field(min_length=1)
-    source: Literal[SOURCES] = "preferred"
+    source: SourceName = "preferred"
     leader: Index | None = None
     subset: list[Index] | None = None
     n_probe: Count = 100
     probe_batch: Count = 150
     refresh_every: Index = 0
 
+    @property
+    def per_user_source(self) -> bool:
+        return bool(get_source(self.source).per_user)
 
-class KnobsConfig(_Strict):
+
+class _KnobsBase(_Strict):
     """Per-run values; a list is a grid axis. ``seed: N`` (an int) means seeds 0..N−1."""
 
-    seed: Count | list[Index] = 1
-    tau: Probability | list[Probability] = 0.0
-    p: NonNegative | list[NonNegative] = 0.0
-    kappa: Probability | list[Probability] = 0.0
-    eta: Positive | list[Positive] = 0.01
-    lam: NonNegative | list[NonNegative] = 0.0
-    temperature: Positive | list[Positive] = 1.0
-    zeta: Probability | list[Probability] = 0.0
-    prior: list[Positive] | None = None
-
-    @field_validator("seed", "tau", "p", "kappa", "eta", "lam", "temperature", "zeta")
+    @field_validator("*")
     @classmethod
-    def _non_empty(cls, value: Any) -> Any:
-        if isinstance(value, list) and not value:
+    def _non_empty(cls, value: Any, info: Any) -> Any:
+        if isinstance(value, list) and not value and info.field_name in SCALAR_KNOBS:
             raise ValueError("a grid axis needs at least one value")
         return value
 
     def axes(self) -> dict[str, list]:
-        """Grid axes in a fixed order (seed varies slowest)."""
+        """Grid axes in the knob table's order (seed varies slowest)."""
         out: dict[str, list] = {}
-        for name in ("seed", "tau", "p", "kappa", "eta", "lam", "temperature", "zeta"):
+        for name in SCALAR_KNOBS:
             value = getattr(self, name)
-            if name == "seed" and isinstance(value, int):
+            if BY_NAME[name].kind == "seed" and isinstance(value, int):
                 value = list(range(value))
             out[name] = value if isinstance(value, list) else [value]
         return out
+
+
+def _knob_field(knob: Knob) -> tuple[Any, Any]:
+    """The config field of one knob, derived from its row in the knob table."""
+    if knob.kind == "seed":  # a count (seeds 0..N−1) or a list of seeds
+        seed = Annotated[int, Field(ge=0, lt=2**31, strict=True)]
+        return (Count | list[seed], 1)
+    value = Annotated[float, Field(allow_inf_nan=False, **knob.interval.pydantic_bounds())]
+    if knob.kind == "per_learner":
+        return (list[value] | None, None)
+    return (value | list[value], knob.default)
+
+
+KnobsConfig = create_model(
+    "KnobsConfig", __base__=_KnobsBase, __doc__=_KnobsBase.__doc__,
+    **{knob.name: _knob_field(knob) for knob in KNOBS})
 
 
 STATIC_FIELDS = {
@@ -145,9 +208,23 @@ STATIC_FIELDS = {
 }
 
 
+def import_plugins(modules: Any) -> None:
+    """Import each module named in a config's ``plugins:`` list: importing a plug-in module
+    registers its families, rules, sources, metrics or datasets."""
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise ValueError(f"plugins must be a list of module names, got {modules!r}")
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ValueError(f"plugins: cannot import {module!r}: {error}") from None
+
+
 class ExperimentConfig(_Strict):
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
     description: str = ""
+    # Modules imported before the rest is validated (they register plug-ins by name).
+    plugins: list[str] = Field(default_factory=list)
     data: DataConfig
     market: MarketConfig
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
@@ -158,6 +235,13 @@ class ExperimentConfig(_Strict):
     static_grid: dict[str, list[Any]] = Field(default_factory=dict)
     baseline: bool = True  # fit and record the pooled baseline
     reported: dict[str, Any] = Field(default_factory=dict)  # the paper's numbers, for summaries
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_plugins(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("plugins"):
+            import_plugins(raw["plugins"])
+        return raw
 
     @field_validator("static_grid")
     @classmethod
@@ -175,11 +259,11 @@ class ExperimentConfig(_Strict):
             value = getattr(self.knobs, name)
             return value if isinstance(value, list) else [value]
 
-        if self.probing is None and any(v > 0 for v in values("p")):
-            raise ValueError("knobs.p > 0 needs a probing section (which learners probe, whom)")
-        per_user = self.probing is not None and self.probing.source in ("leader", "preferred")
-        if not per_user and any(v > 0 for v in values("kappa")):
-            raise ValueError("knobs.kappa > 0 needs probing with source 'preferred' or 'leader'")
+        for knob in KNOBS:  # the knob table says what each knob needs
+            reason = None if knob.needs is None else knob.needs(self.probing)
+            if reason is not None and knob.kind == "real" and any(
+                    v != knob.default for v in values(knob.name)):
+                raise ValueError(f"knobs.{knob.name} > {knob.default:g} needs {reason}")
         for key, grid_values in self.static_grid.items():
             section_name, field = key.split(".", 1)
             section = getattr(self, section_name)
@@ -277,12 +361,6 @@ def config_from_dict(raw: Any, source: str = "<dict>",
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read a YAML experiment config (and ``key=value`` overrides); errors name the field."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        raw = yaml_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config {path} is not valid YAML: {error}") from None
-    return config_from_dict(raw, str(path), overrides)
+    """Read a YAML experiment config (and ``key=value`` overrides); errors name the field.
+    Paths stay as written; ``experiments.paths.load_experiment`` also resolves them."""
+    return config_from_dict(read_yaml_file(path), str(path), overrides)

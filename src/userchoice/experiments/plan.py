@@ -13,16 +13,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from userchoice import __version__
+from userchoice.data.dataset import Dataset
+from userchoice.data.registry import DatasetOptionError, get_dataset
 from userchoice.engine import EngineSpec, Knobs, make_knobs
 from userchoice.experiments.config import ConfigError, ExperimentConfig
 from userchoice.families import Family, Params, make_family
 from userchoice.market import Market, make_market
 from userchoice.probing import ProbingSpec
-
-KNOB_NAMES = ("seed", "tau", "p", "kappa", "eta", "lam", "temperature", "zeta")
+from userchoice.version import __version__
 
 
 @dataclass
@@ -53,56 +51,63 @@ class Plan:
 
 
 def load_dataset(config: ExperimentConfig, data_dir: str | None = None):
-    """The dataset (or, for synthetic markets, the market) named by the config."""
+    """What the config's dataset loader returns: a ``Dataset`` (registry kind ``"dataset"``) or
+    a ``Market`` with its own preferences (kind ``"market"``, e.g. the synthetic ones).
+
+    ``data.options`` are checked against the loader's signature first (a ``ConfigError`` names
+    ``data.options.<key>``, the dataset and the allowed options), and ``data.path`` is only
+    accepted by file-backed datasets."""
     data = config.data
-    options = dict(data.options)
-    if data.dataset == "trap":
-        from userchoice.theory import trap_market
-
-        return trap_market(**options)
-    if data.dataset == "mixture":
-        from userchoice.synthetic import gaussian_mixture_market
-
-        return gaussian_mixture_market(n_learners=config.market.n_learners, **options)
-    if data.dataset == "census":
-        from userchoice.data.census import load_census
-
-        return load_census(data.path, data_dir=data_dir, **options)
-    if data.dataset == "movielens":
-        from userchoice.data.movielens import load_movielens
-
-        return load_movielens(data.path, data_dir=data_dir, **options)
-    from userchoice.data.amazon import load_amazon
-
-    return load_amazon(data.path, data_dir=data_dir, **options)
+    entry = get_dataset(data.dataset)
+    try:
+        entry.check_options(data.options)
+    except DatasetOptionError as error:
+        raise ConfigError(f"data.options for dataset {data.dataset!r}: {error}") from None
+    if data.path is not None and not entry.file_backed:
+        raise ConfigError(f"data.path: dataset {data.dataset!r} reads no files (its loader "
+                          f"{entry.loader_name} takes no path); remove data.path")
+    market_args = {name: getattr(config.market, name) for name in entry.market_args}
+    return entry.load(data.options, path=data.path, data_dir=data_dir, market_args=market_args)
 
 
 def build_market(config: ExperimentConfig, data_dir: str | None = None) -> Market:
-    try:
-        loaded = load_dataset(config, data_dir)
-    except TypeError as error:  # an option the loader does not take
-        raise ConfigError(f"data.options for dataset {config.data.dataset!r}: {error}") from None
-    if isinstance(loaded, Market):
+    """The config's market: the loader's own (kind ``"market"``, unless ``market.preferences``
+    rebuilds the preferences on its dataset) or its dataset with ``market.preferences``."""
+    name = config.data.dataset
+    entry = get_dataset(name)
+    loaded = load_dataset(config, data_dir)
+    if entry.kind == "market":
+        if not isinstance(loaded, Market):
+            raise ValueError(f"dataset {name!r} is declared kind 'market' but its loader "
+                             f"{entry.loader_name} returned {type(loaded).__name__}, not a Market")
         if config.market.preferences is not None:
             return make_market(loaded.dataset, config.market.preferences,
                                config.market.n_learners, attribute=config.market.attribute,
                                name=config.name, **config.market.options)
         if loaded.n_learners != config.market.n_learners:
             raise ValueError(f"market.n_learners={config.market.n_learners} but the "
-                             f"{config.data.dataset} market has {loaded.n_learners} learners")
+                             f"{name} market has {loaded.n_learners} learners")
         return loaded
+    if not isinstance(loaded, Dataset):
+        hint = (" (a loader that returns a Market must declare kind 'market': register it with "
+                "kind='market' or set its attribute kind = 'market')"
+                if isinstance(loaded, Market) else "")
+        raise ValueError(f"dataset {name!r} is declared kind 'dataset' but its loader "
+                         f"{entry.loader_name} returned {type(loaded).__name__}, not a "
+                         f"Dataset{hint}")
     if config.market.preferences is None:
-        raise ValueError(f"market.preferences must be set for dataset {config.data.dataset!r}")
+        raise ValueError(f"market.preferences must be set for dataset {name!r}")
     return make_market(loaded, config.market.preferences, config.market.n_learners,
                        attribute=config.market.attribute, name=config.name,
                        **config.market.options)
 
 
 def make_learner_family(config: ExperimentConfig, market: Market) -> Family:
-    options = dict(config.learner.options)
-    if config.learner.family == "masked_multi_squared":
-        options.setdefault("n_outputs", int(np.shape(market.dataset.y_train)[1]))
-    return make_family(config.learner.family, **options)
+    try:
+        return make_family(config.learner.family, dataset=market.dataset,
+                           **config.learner.options)
+    except ValueError as error:
+        raise ConfigError(f"learner.options: {error}") from None
 
 
 def _static_variants(config: ExperimentConfig) -> list[dict[str, Any]]:
@@ -145,7 +150,9 @@ def run_id(config: ExperimentConfig, static: dict[str, Any], knobs: dict[str, An
         "market": config.market.model_dump(mode="json"),
         "learner": config.learner.model_dump(mode="json"),
         "init": config.init.model_dump(mode="json"),
-        "engine": config.engine.model_dump(mode="json"),
+        # Fields added later with a None default leave the ids of earlier configs unchanged.
+        "engine": config.engine.model_dump(mode="json", exclude={"metrics"}
+                                           if config.engine.metrics is None else None),
         "probing": None if config.probing is None else config.probing.model_dump(mode="json"),
         "static": static, "knobs": knobs, "prior": config.knobs.prior, "version": code_version(),
     }

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,16 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from userchoice.engine import EngineSpec, Knobs, default_chunk_size, default_workers, simulate
+from userchoice import metrics as metric_table
+from userchoice.engine import EngineSpec, Knobs, driver, simulate
 from userchoice.experiments.config import ExperimentConfig
 from userchoice.experiments.plan import Group, Plan, code_version, make_plan
 from userchoice.experiments.store import ResultsDir, git_sha, versions
 from userchoice.families import Params
-
-LEARNER_METRICS = ("test_loss", "test_accuracy", "update_all_test_loss",
-                   "update_all_test_accuracy", "market_share", "batch_share", "local_loss",
-                   "batch_local_loss", "distance_to_init")
-MARKET_METRICS = ("ensemble_test_loss", "ensemble_test_accuracy", "potential", "psi")
 
 
 @dataclass(frozen=True)
@@ -40,20 +35,21 @@ class ChunkJob:
 
 def chunk_jobs(group: Group, chunk_size: int) -> list[ChunkJob]:
     jobs = []
-    for lo in range(0, len(group.run_ids), chunk_size):
-        indices = np.arange(lo, min(lo + chunk_size, len(group.run_ids)))
+    for lo, hi in driver.chunk_bounds(len(group.run_ids), chunk_size):
+        indices = np.arange(lo, hi)
         digest = hashlib.sha256("".join(group.run_ids[i] for i in indices).encode())
         jobs.append(ChunkJob(f"g{group.index}-{digest.hexdigest()[:12]}", group.index, indices))
     return jobs
 
 
 def subset(knobs: Knobs, indices: np.ndarray) -> Knobs:
-    return Knobs(*(np.asarray(v)[indices] for v in knobs))
+    return knobs.take(indices)
 
 
 def simulate_chunk(market, spec: EngineSpec, knobs: Knobs, init_params: Params | None
                    ) -> dict[str, Any]:
-    """One chunk as one compiled call (what every executor runs); plain arrays out."""
+    """One chunk as one compiled call in this thread (what every executor runs); plain
+    arrays out."""
     result = simulate(market, spec, knobs, init_params=init_params, chunk_size=knobs.n_runs,
                       workers=1)
     return {"metrics": result.metrics, "diverged_step": result.diverged_step,
@@ -84,21 +80,23 @@ def chunk_frames(group: Group, job: ChunkJob, output: dict[str, Any] | None,
         "step": np.tile(np.repeat(steps, n), n_runs),
         "learner": np.tile(np.arange(n), n_runs * n_evals),
     })
-    for name in LEARNER_METRICS:
-        if name in metrics:
-            learners[name] = np.asarray(metrics[name]).reshape(-1)
-    if "probe_risk" in metrics:
-        full = np.full((n_runs, n_evals, n), np.nan)
-        full[:, :, list(group.spec.probing.probers)] = metrics["probe_risk"]
-        learners["probe_risk"] = full.reshape(-1)
-    prober = np.zeros(n, bool)
-    if group.spec.probing is not None:
-        prober[list(group.spec.probing.probers)] = True
-    learners["is_prober"] = np.tile(prober, n_runs * n_evals)
     market = pd.DataFrame({"run_id": np.repeat(ids, n_evals), "step": np.tile(steps, n_runs)})
-    for name in MARKET_METRICS:
-        if name in metrics:
-            market[name] = np.asarray(metrics[name]).reshape(-1)
+    probers = [] if group.spec.probing is None else list(group.spec.probing.probers)
+    # Every metric the engine returned goes into the table its kind names (metric table).
+    for name, values in metrics.items():
+        kind = metric_table.get_metric(name).kind
+        values = np.asarray(values)
+        if kind == "learner":
+            learners[name] = values.reshape(-1)
+        elif kind == "prober":  # NaN for the learners that do not probe
+            full = np.full((n_runs, n_evals, n), np.nan)
+            full[:, :, probers] = values
+            learners[name] = full.reshape(-1)
+        else:
+            market[name] = values.reshape(-1)
+    prober = np.zeros(n, bool)
+    prober[probers] = True
+    learners["is_prober"] = np.tile(prober, n_runs * n_evals)
     return runs, learners, market
 
 
@@ -121,13 +119,9 @@ def local_runner(workers: int | None = None) -> Runner:
                 return job, None, f"{type(error).__name__}: {error}", \
                     time.perf_counter() - started
 
-        pool = ThreadPoolExecutor(max_workers=max(1, workers or default_workers()))
-        try:
-            futures = [pool.submit(one, job) for job in jobs]
-            for future in as_completed(futures):
-                yield future.result()
-        finally:  # stopped early (Ctrl-C, an error): do not compute the queued chunks
-            pool.shutdown(wait=True, cancel_futures=True)
+        # The package's one pool; stopping early (Ctrl-C, an error) cancels queued chunks.
+        for _job, result, _error in driver.run_pool(one, jobs, workers):
+            yield result
 
     return run
 
@@ -172,7 +166,8 @@ def run_experiment(
     if previous is not None:
         sizes = {int(k): v for k, v in previous["chunk_sizes"].items()}
     else:
-        sizes = {g.index: chunk_size or default_chunk_size(g.spec, plan.market, len(g.run_ids))
+        sizes = {g.index: chunk_size or driver.default_chunk_size(g.spec, plan.market,
+                                                                  len(g.run_ids))
                  for g in plan.groups}
     manifest = {
         "name": config.name, "config": config.model_dump(mode="json"), "config_hash": digest,

@@ -59,7 +59,7 @@ def versions() -> dict[str, str]:
     import jax
     import sklearn
 
-    from userchoice import __version__
+    from userchoice.version import __version__
 
     return {"userchoice": __version__, "python": platform.python_version(),
             "jax": jax.__version__, "numpy": np.__version__, "pandas": pd.__version__,

@@ -13,12 +13,12 @@ import pytest
 from conftest import SHARED_DATA
 
 from userchoice.experiments.config import load_config
+from userchoice.experiments.paths import load_experiment
 from userchoice.experiments.plan import make_groups
-from userchoice.experiments.reproduce import load_experiment
 from userchoice.experiments.runner import run_experiment
 from userchoice.families import make_family
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SETS = ("paper", "local", "quick")
 NAMES = sorted([
     "census_bad", "census_bad_leader", "census_bad_majority", "census_good",

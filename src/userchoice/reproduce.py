@@ -6,23 +6,16 @@ Config sets (one YAML per experiment of SPEC §7, same names in each set):
 - ``configs/local``: the same settings on the real substitutes staged in ``../shared/data``;
 - ``configs/quick``: CI-sized variants on the substitutes (few seeds, short horizon).
 
-Paths in configs. ``data.path`` (a string or a list) and the path-valued loader options
-(``data.options.cache_dir``) may use ``${NAME}`` tokens:
+Paths in configs (``${SHARED_DATA}``, ``${DATA_DIR}``, ``${CONFIG_DIR}``, relative to the
+config file) are resolved by ``userchoice.experiments.paths.load_experiment``, which this module
+uses to read the shipped configs.
 
-- ``${SHARED_DATA}``: ``$USERCHOICE_SHARED_DATA``, else the nearest ``shared/data`` folder
-  above the config file (or above this package): ``../shared/data`` beside a checkout;
-- ``${DATA_DIR}``: the userchoice data directory (``--data-dir``, ``$USERCHOICE_DATA``, …);
-- ``${CONFIG_DIR}``: the folder of the config file;
-- any other ``${NAME}``: the environment variable ``NAME`` (an unset one is an error naming the
-  field).
-
-``~`` is expanded, and a path that is still relative after that is taken relative to the
-config file's folder (a relative path in a ``--set`` override: relative to the working
-directory). Resolution happens when a config is loaded (``load_experiment``); the resolved,
-absolute paths are what the results manifest records.
+Targets: ``paper`` (every config of a set), one per dataset registered by name
+(``userchoice.data.registry``: the configs named ``<dataset>_…``, without the neural-network
+ones) and ``nn`` (the configs named ``<dataset>_nn_…``).
 
 ``reported:`` (the paper's numbers, SPEC §9) is free-form for the config schema; this module
-reads these keys: ``metric`` (``test_accuracy`` | ``test_loss``), ``pooled`` (pooled
+reads these keys: ``metric`` (a learner metric of the metric table), ``pooled`` (pooled
 baseline), ``worst_p0`` (the most trapped learner without probing), ``prober`` (a mapping
 p → the prober's final metric, κ = 0), ``prober_best`` (the prober at its best p),
 ``by_n_probe`` (N_probe → the prober's final metric), ``claims`` (sentences) and ``source``.
@@ -30,6 +23,7 @@ p → the prober's final metric, κ = 0), ``prober_best`` (the prober at its bes
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -40,23 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import yaml
 
-from userchoice.experiments.config import (
-    ConfigError,
-    ExperimentConfig,
-    config_from_dict,
-)
+from userchoice.data.registry import DATASETS
+from userchoice.experiments.config import ExperimentConfig
+from userchoice.experiments.paths import load_experiment
 
-SHARED_DATA_ENV = "USERCHOICE_SHARED_DATA"
 CONFIGS_ENV = "USERCHOICE_CONFIGS"
 CONFIG_SETS = ("paper", "local", "quick")
-TARGETS = ("paper", "census", "movielens", "amazon", "nn")
-PATH_OPTIONS = ("cache_dir",)  # data.options entries that name files or folders
-_TOKEN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_RUN_COLUMNS = {"run_id", "group", "seed", "chunk", "seconds", "status", "reason",
-                "diverged_step"}
 # SPEC §7's table order, used for the summary (other names follow, alphabetically).
 EXPERIMENT_ORDER = (
     "census_bad", "census_bad_leader", "census_bad_majority", "census_good",
@@ -65,106 +49,6 @@ EXPERIMENT_ORDER = (
     "movielens_good", "movielens_good_kappa", "movielens_good_leader", "movielens_good_majority",
     "amazon_bad", "amazon_good", "amazon_good_kappa", "census_nn_bad", "census_nn_good",
 )
-
-
-# ---------------------------------------------------------------------------------------------
-# Paths inside configs
-# ---------------------------------------------------------------------------------------------
-
-
-def find_shared_data(start: str | Path | None = None) -> Path:
-    """``$USERCHOICE_SHARED_DATA``, else the nearest ``shared/data`` above ``start`` or above
-    this package (a checkout's ``../shared/data``)."""
-    if os.environ.get(SHARED_DATA_ENV):
-        return Path(os.environ[SHARED_DATA_ENV]).expanduser()
-    tried = []
-    for origin in (start, Path(__file__).resolve().parent):
-        if origin is None:
-            continue
-        for folder in (Path(origin).resolve(), *Path(origin).resolve().parents):
-            candidate = folder / "shared" / "data"
-            if candidate.is_dir():
-                return candidate
-            tried.append(str(folder))
-    raise FileNotFoundError(f"no shared/data folder found above {start or 'the package'}; set "
-                            f"${SHARED_DATA_ENV} to the folder holding the staged datasets")
-
-
-def expand_path(text: str, *, base_dir: str | Path | None, where: str = "path",
-                data_dir: str | Path | None = None) -> str:
-    """One path with ``${NAME}`` tokens expanded, ``~`` expanded, made absolute against
-    ``base_dir`` (the working directory when None)."""
-
-    def value(match: re.Match) -> str:
-        name = match.group(1)
-        if name == "SHARED_DATA":
-            try:
-                return str(find_shared_data(base_dir))
-            except FileNotFoundError as error:
-                raise ConfigError(f"{where}: cannot resolve ${{SHARED_DATA}}: {error}") from None
-        if name == "DATA_DIR":
-            from userchoice.data.common import data_dir as resolve
-
-            return str(resolve(data_dir))
-        if name == "CONFIG_DIR":
-            if base_dir is None:
-                raise ConfigError(f"{where}: ${{CONFIG_DIR}} needs a config file")
-            return str(Path(base_dir).resolve())
-        if name in os.environ:
-            return os.environ[name]
-        raise ConfigError(f"{where}: ${{{name}}} is not SHARED_DATA, DATA_DIR, CONFIG_DIR or a "
-                          f"set environment variable (got {text!r})")
-
-    path = Path(_TOKEN.sub(value, text)).expanduser()
-    if not path.is_absolute():
-        path = Path(base_dir or Path.cwd()).resolve() / path
-    return str(path)
-
-
-def _resolve_data_section(data: dict[str, Any], base_dir: str | Path | None,
-                          data_dir: str | Path | None) -> dict[str, Any]:
-    data = dict(data)
-    raw = data.get("path")
-    if isinstance(raw, str):
-        data["path"] = expand_path(raw, base_dir=base_dir, where="data.path", data_dir=data_dir)
-    elif isinstance(raw, list):
-        data["path"] = [expand_path(p, base_dir=base_dir, where=f"data.path[{i}]",
-                                    data_dir=data_dir) if isinstance(p, str) else p
-                        for i, p in enumerate(raw)]
-    options = data.get("options")
-    if isinstance(options, dict):
-        options = dict(options)
-        for key in PATH_OPTIONS:
-            if isinstance(options.get(key), str):
-                options[key] = expand_path(options[key], base_dir=base_dir,
-                                           where=f"data.options.{key}", data_dir=data_dir)
-        data["options"] = options
-    return data
-
-
-def resolve_config_paths(config: ExperimentConfig, base_dir: str | Path | None = None,
-                         data_dir: str | Path | None = None) -> ExperimentConfig:
-    """The config with its data paths expanded and absolute (see the module docstring);
-    relative paths are taken against ``base_dir`` (default: the working directory)."""
-    data = _resolve_data_section(config.data.model_dump(), base_dir, data_dir)
-    return config.model_copy(update={"data": type(config.data).model_validate(data)})
-
-
-def load_experiment(path: str | Path, overrides: list[str] | None = None,
-                    data_dir: str | Path | None = None) -> ExperimentConfig:
-    """``load_config`` plus path resolution: the file's paths against its own folder, then
-    those of ``overrides`` (``key=value``) against the working directory."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config {path} is not valid YAML: {error}") from None
-    if isinstance(raw, dict) and isinstance(raw.get("data"), dict):
-        raw = {**raw, "data": _resolve_data_section(raw["data"], path.parent, data_dir)}
-    config = config_from_dict(raw, str(path), overrides)
-    return resolve_config_paths(config, None, data_dir) if overrides else config
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,22 +75,37 @@ def configs_root(explicit: str | Path | None = None) -> Path:
                             f"configs=... or set ${CONFIGS_ENV}")
 
 
+def targets() -> tuple[str, ...]:
+    """``paper``, each dataset registered by name (``userchoice.data.registry``), ``nn``."""
+    return ("paper", *(n for n in DATASETS.named() if n not in ("paper", "nn")), "nn")
+
+
+def _dataset_of(name: str) -> str | None:
+    """The registered dataset a config name starts with (``<dataset>_…``; the longest match)."""
+    matches = [d for d in DATASETS.named() if name.startswith(f"{d}_")]
+    return max(matches, key=len) if matches else None
+
+
 def _in_target(name: str, target: str) -> bool:
     if target == "paper":
         return True
+    dataset = _dataset_of(name)
+    nn = dataset is not None and name[len(dataset) + 1:].startswith("nn_")
     if target == "nn":
-        return name.startswith("census_nn_")
-    if target == "census":
-        return name.startswith("census_") and not name.startswith("census_nn_")
-    return name.startswith(f"{target}_")
+        return nn
+    return dataset == target and not nn
 
 
 def select_configs(target: str, kind: str = "paper", root: str | Path | None = None,
                    only: Sequence[str] | None = None) -> list[Path]:
-    """The config files of ``target`` (paper | census | movielens | amazon | nn) in set
-    ``kind`` (paper | local | quick), sorted by name; ``only`` keeps those names."""
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {list(TARGETS)}, got {target!r}")
+    """The config files of ``target`` (``paper``, a registered dataset's name, or ``nn``; see
+    ``targets()``) in set ``kind`` (paper | local | quick), sorted by name; ``only`` keeps those
+    names."""
+    known = targets()
+    if target not in known:
+        close = difflib.get_close_matches(target, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"target must be one of {list(known)}, got {target!r}{hint}")
     if kind not in CONFIG_SETS:
         raise ValueError(f"config set must be one of {list(CONFIG_SETS)}, got {kind!r}")
     folder = configs_root(root) / kind
@@ -287,21 +186,25 @@ def write_figures(out: Path, names: Sequence[str]) -> tuple[dict[str, list[Path]
 # ---------------------------------------------------------------------------------------------
 
 
-def _stat(values: pd.Series) -> dict[str, float]:
-    values = values.dropna().astype(float)
-    n = len(values)
-    mean = float(values.mean()) if n else math.nan
-    se = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-    return {"mean": mean, "se": se, "n": n}
-
-
 def _fmt_stat(stat: dict[str, float] | None) -> str:
+    """An ``analysis.stats_lookup`` entry as ``mean ± s.e.``; '—' when missing."""
     if stat is None or not stat["n"]:
         return "—"
     text = f"{stat['mean']:.3f}"
-    if not math.isnan(stat["se"]):
-        text += f" ± {stat['se']:.3f}"
+    if not math.isnan(stat["sem"]):
+        text += f" ± {stat['sem']:.3f}"
     return text
+
+
+def _fmt_gap(value: float | None) -> str:
+    return "—" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _fmt_num(value: Any) -> str:
@@ -330,32 +233,23 @@ def _lookup(mapping: Any, key: float) -> Any:
     return None
 
 
-def _final_frame(store) -> pd.DataFrame:
-    learners = store.joined("learners")
-    if not len(learners):
-        return learners
-    learners = learners[learners["status"] == "done"]
-    last = learners.groupby("run_id")["step"].transform("max")
-    return learners[learners["step"] == last].reset_index(drop=True)
-
-
 def experiment_summary(results_dir: str | Path, kind: str | None = None) -> dict[str, Any]:
     """Final primary metric (mean ± s.e. over seeds) per learner at p = 0 and at the best p,
-    the pooled baseline, the reported numbers and the data used, for one results directory.
+    the gap to the pooled baseline closed by probing, the pooled baseline, the reported numbers
+    and the data used, for one results directory.
 
-    Conditions other than p are held at a reference value: κ (and ζ) at their smallest, static
-    grid values (e.g. N_probe) at their largest, any other knob at its smallest; each varying
-    one also gets a table of the probers' final metric by value and p.
+    Conditions other than p are held at their reference value (``analysis.reference_conditions``:
+    static grid values such as N_probe at their largest, knobs such as κ at their smallest); each
+    varying one also gets a table of the probers' final metric by value and p. Every number is
+    computed by ``userchoice.analysis`` (as in the figures and the HTML report).
     """
-    from userchoice.experiments.store import ResultsDir
+    from userchoice import analysis
 
-    store = ResultsDir(Path(results_dir))
-    manifest = store.read_manifest()
+    res = analysis.load_results(results_dir)
+    manifest = res.manifest
     config = manifest.get("config") or {}
     reported = dict(config.get("reported") or {})
-    runs = store.table("runs")
-    counts = runs["status"].value_counts().to_dict() if len(runs) else {}
-    final = _final_frame(store)
+    counts = res.runs["status"].value_counts().to_dict() if len(res.runs) else {}
     summary: dict[str, Any] = {
         "name": manifest.get("name"), "description": config.get("description", ""),
         "kind": kind, "reported": reported, "n_runs": int(manifest.get("n_runs", 0)),
@@ -363,83 +257,56 @@ def experiment_summary(results_dir: str | Path, kind: str | None = None) -> dict
         "seconds": (manifest.get("timings") or {}).get("sweep_seconds"),
         "learner_names": (manifest.get("market_provenance") or {}).get("categories"),
     }
-    metric = reported.get("metric")
-    if metric not in ("test_accuracy", "test_loss") or (len(final) and (
-            metric not in final or final[metric].isna().all())):
-        metric = ("test_accuracy" if len(final) and "test_accuracy" in final
-                  and final["test_accuracy"].notna().any() else "test_loss")
-    higher = metric == "test_accuracy"
-    summary.update(metric=metric, higher_is_better=higher,
-                   pooled=(manifest.get("baseline") or {}).get(metric))
-    if not len(final):
+    metric = analysis.primary_metric(res.learners, reported.get("metric"))
+    higher = analysis.higher_is_better(metric)
+    pooled = res.baseline_of(metric)
+    summary.update(metric=metric or reported.get("metric") or "—", higher_is_better=higher,
+                   pooled=pooled)
+    if metric is None:
         summary["empty"] = True
         return summary
 
-    static = [c for c in runs.columns if c not in _RUN_COLUMNS
-              and c not in ("tau", "p", "kappa", "eta", "lam", "temperature", "zeta", "prior")]
-    for column in static:  # list-valued static values (e.g. a probers grid) → tuples
-        if final[column].dtype == object:
-            final[column] = final[column].map(
-                lambda v: tuple(np.asarray(v).tolist()) if isinstance(v, list | np.ndarray)
-                else v)
-    knobs = [c for c in ("tau", "kappa", "eta", "lam", "temperature", "zeta") if c in final]
-    varying = [c for c in [*static, *knobs] if final[c].nunique(dropna=False) > 1]
-    reference = {}
-    for column in [*static, *knobs]:
-        values = sorted(final[column].dropna().unique())
-        if values:
-            reference[column] = values[-1] if column in static else values[0]
-    base = final
-    for column, value in reference.items():
-        base = base[base[column] == value]
-    probers = sorted(int(v) for v in final.loc[final["is_prober"].astype(bool), "learner"]
-                     .unique()) if "is_prober" in final else []
-    p_values = sorted(float(v) for v in base["p"].unique())
+    final = analysis.final_rows(res.learners)
+    reference = analysis.reference_conditions(final, res.static_columns)
+    base = analysis.at_conditions(final, reference)
+    probers = analysis.probers(final)
+    p_values = analysis.p_values(base)
     p_low = p_values[0]
-
-    def pick(frame: pd.DataFrame) -> float:
-        rows = frame[frame["learner"].isin(probers)] if probers else frame
-        means = rows.groupby("p")[metric].mean()
-        return float(means.idxmax() if higher else means.idxmin())
-
-    p_best = pick(base) if len(p_values) > 1 else p_low
+    p_best = analysis.best_p(base, metric, higher) if len(p_values) > 1 else p_low
+    by_p = analysis.stats_lookup(base, ["learner", "p"], metric)
+    update_all = f"update_all_{metric}"
+    update_all_by_p = analysis.stats_lookup(base, ["learner", "p"], update_all)
     n = int(manifest.get("n_learners") or final["learner"].max() + 1)
-    per_learner = []
-    for learner in range(n):
-        rows = base[base["learner"] == learner]
-        per_learner.append({
-            "learner": learner, "prober": learner in probers,
-            "p_low": _stat(rows.loc[rows["p"] == p_low, metric]),
-            "p_best": _stat(rows.loc[rows["p"] == p_best, metric]),
-            "update_all": _stat(rows.loc[rows["p"] == p_low, f"update_all_{metric}"])
-            if f"update_all_{metric}" in rows else None,
-        })
-    at_low = [r for r in per_learner if r["p_low"]["n"]]
+    per_learner = [{"learner": i, "prober": i in probers, "p_low": by_p.get((i, p_low)),
+                    "p_best": by_p.get((i, p_best)),
+                    "update_all": update_all_by_p.get((i, p_low))} for i in range(n)]
+    at_low = [r for r in per_learner if r["p_low"]]
     worst = (min if higher else max)(at_low, key=lambda r: r["p_low"]["mean"]) if at_low \
         else None
-    prober_by_p = {learner: {p: _stat(base.loc[(base["learner"] == learner)
-                                               & (base["p"] == p), metric])
-                             for p in p_values} for learner in probers}
+    prober_by_p = {i: {p: by_p.get((i, p)) for p in p_values} for i in probers}
+    gap, paper_gap = {}, None
+    if len(p_values) > 1 and pooled is not None:
+        for i in probers:
+            low, best = by_p.get((i, p_low)), by_p.get((i, p_best))
+            gap[i] = analysis.gap_closed(low and low["mean"], best and best["mean"], pooled)
+        paper_gap = analysis.gap_closed(_number(_lookup(reported.get("prober"), p_low)),
+                                        _number(_lookup(reported.get("prober"), p_best)),
+                                        _number(reported.get("pooled")))
     by_condition = {}
-    for column in varying:
-        frame = final
-        for other, value in reference.items():
-            if other != column:
-                frame = frame[frame[other] == value]
-        rows = frame[frame["learner"].isin(probers)] if probers else frame
-        table = {}
-        for value in sorted(rows[column].unique()):
-            sub = rows[rows[column] == value]
-            table[value] = {p: _stat(sub.loc[sub["p"] == p, metric])
-                            for p in sorted(float(v) for v in sub["p"].unique())}
+    knobs = [k for k in analysis.CONDITION_KNOBS if k != "p"]
+    for column in analysis.varying(final, [*res.static_columns, *knobs]):
+        rows = analysis.at_conditions(final, reference, skip=[column])
+        rows = rows[rows["learner"].isin(probers)] if probers else rows
+        table: dict[Any, dict[float, dict[str, float]]] = {}
+        for (value, p), stat in analysis.stats_lookup(rows, [column, "p"], metric).items():
+            table.setdefault(value, {})[float(p)] = stat
         by_condition[column] = table
-    update_all = [r["update_all"] for r in per_learner if r["update_all"]]
     summary.update(
         probers=probers, p_values=p_values, p_low=p_low, p_best=p_best, reference=reference,
-        per_learner=per_learner, worst=worst, prober_by_p=prober_by_p,
+        per_learner=per_learner, worst=worst, prober_by_p=prober_by_p, gap_closed=gap,
+        gap_closed_paper=paper_gap,
         by_condition=by_condition,
-        update_all=_stat(base.loc[base["p"] == p_low, f"update_all_{metric}"])
-        if update_all else None,
+        update_all=analysis.stat_of(base[base["p"] == p_low], update_all),
         seeds=int(base["seed"].nunique()) if "seed" in base else None)
     return summary
 
@@ -452,8 +319,9 @@ def data_used(manifest: Mapping[str, Any], kind: str | None) -> dict[str, Any]:
              for f in provenance.get("files") or [] if isinstance(f, Mapping)]
     status = {"paper": "full data (data directory)", "local": "substitute",
               "quick": "substitute (CI-sized run)"}.get(kind or "", "unknown")
-    if (config.get("data") or {}).get("dataset") in ("trap", "mixture"):
-        status = "synthetic"
+    dataset = (config.get("data") or {}).get("dataset")
+    if dataset in DATASETS and not DATASETS.get(dataset).file_backed:
+        status = "synthetic"  # generated in memory, not read from files
     extra = {}
     if provenance.get("categories_omitted"):
         extra["categories_omitted"] = provenance["categories_omitted"]
@@ -563,7 +431,15 @@ def _section(s: dict[str, Any]) -> list[str]:
         best = s["prober_by_p"][s["probers"][0]].get(s["p_best"])
         rows.append(["prober at its best p", "", "", _fmt_stat(best),
                      _fmt_num(rep.get("prober_best"))])
+    for k, (learner, gap) in enumerate(s.get("gap_closed", {}).items()):
+        paper = s.get("gap_closed_paper") if k == 0 else None  # the paper reports one prober
+        rows.append([f"gap closed, learner {_learner_label(s, learner)}", "", "",
+                     _fmt_gap(gap), _fmt_gap(paper)])
     lines += [*_table(header, rows), ""]
+    if s.get("gap_closed"):
+        lines += [f"Gap closed = (prober at p={best} − at p={low}) / (pooled − at p={low}): the "
+                  f"fraction of the distance to the pooled baseline that probing closes (1: "
+                  f"reaches it; 0: no change).", ""]
     if len(s["p_values"]) > 1 and s["probers"]:
         lines.append("Prober final metric by p (ours / paper):")
         lines.append("")

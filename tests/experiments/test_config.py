@@ -412,10 +412,10 @@ def _base() -> dict:
 
 
 def test_probing_knobs_without_probing_are_config_errors():
-    with pytest.raises(ConfigError, match=r"knobs.p > 0 needs a probing section"):
+    with pytest.raises(ConfigError, match=r"knobs.p > 0 needs probing \(.*a probing: section"):
         config_from_dict({**_base(), "knobs": {"p": [0, 0.5]}})
     median = {**_base(), "probing": {"probers": [0], "source": "median"}}
-    with pytest.raises(ConfigError, match=r"knobs.kappa > 0 needs probing with source"):
+    with pytest.raises(ConfigError, match=r"knobs.kappa > 0 needs a per-user.*'median'"):
         config_from_dict({**median, "knobs": {"kappa": 0.2}})
 
 

@@ -1,0 +1,46 @@
+"""The streaming engine: MSGD and MSGD-P (SPEC §3–§4), a pure step API and ``simulate``.
+
+- ``spec``: ``EngineSpec`` (static shapes and control flow: one compilation each),
+  ``MarketArrays``;
+- ``streams``: named random streams and every draw of a step (``predraw`` for the reference);
+- ``step``: the public, pure ``init_run`` / ``step`` / ``evaluate`` over pytree state;
+- ``simulate``: those composed under ``lax.scan`` and ``vmap``, compiled once per shape;
+- ``driver``: chunk sizes and the one thread pool.
+
+Knobs (per run, traced) come from ``userchoice.knobs``; metrics from ``userchoice.metrics``.
+"""
+
+from userchoice.engine.driver import default_chunk_size, default_workers
+from userchoice.engine.simulate import SimulationResult, UnknownMetricError, simulate, validate
+from userchoice.engine.spec import EngineSpec, MarketArrays, market_arrays, validate_market
+from userchoice.engine.step import RunContext, RunState, evaluate, init_run, step
+from userchoice.engine.streams import RunDraws, RunKeys, StepDraws, predraw, run_keys
+from userchoice.knobs import KNOB_DEFAULTS, Knobs, knob_grid, make_knobs, validate_knobs
+
+__all__ = [
+    "KNOB_DEFAULTS",
+    "EngineSpec",
+    "Knobs",
+    "MarketArrays",
+    "RunContext",
+    "RunDraws",
+    "RunKeys",
+    "RunState",
+    "SimulationResult",
+    "StepDraws",
+    "UnknownMetricError",
+    "default_chunk_size",
+    "default_workers",
+    "evaluate",
+    "init_run",
+    "knob_grid",
+    "make_knobs",
+    "market_arrays",
+    "predraw",
+    "run_keys",
+    "simulate",
+    "step",
+    "validate",
+    "validate_knobs",
+    "validate_market",
+]

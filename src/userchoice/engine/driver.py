@@ -1,0 +1,89 @@
+"""The driver: how many runs go into one compiled call, and how chunks share the machine.
+
+One chunker and one pool for the whole package: ``simulate`` splits its runs with
+``chunk_bounds`` and runs the chunks on ``run_pool``; the experiments' local executor runs its
+sweep chunks on the same pool (each chunk then one compiled call, no second pool inside).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any, TypeVar
+
+import jax
+
+from userchoice.engine.spec import EngineSpec, bytes_per_run
+from userchoice.market import Market
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+CHUNK_BYTES_ENV = "USERCHOICE_CHUNK_BYTES"
+CPU_CHUNK_RUNS = 64  # small chunks stay in cache; measured fastest on 2 cores at 40–64
+
+
+def default_chunk_size(spec: EngineSpec, market: Market, n_runs: int) -> int:
+    """Runs per compiled call: memory-bounded ($USERCHOICE_CHUNK_BYTES, default 1 GiB), at most
+    64 on CPU, and balanced so the last chunk needs little padding."""
+    budget = int(os.environ.get(CHUNK_BYTES_ENV, 2**30))
+    limit = max(1, budget // max(1, bytes_per_run(spec, market)))
+    if jax.default_backend() == "cpu":
+        limit = min(limit, CPU_CHUNK_RUNS)
+    n_chunks = -(-n_runs // limit)
+    return -(-n_runs // n_chunks)
+
+
+def chunk_bounds(n_runs: int, chunk_size: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` of each chunk, in order; boundaries depend only on the two numbers."""
+    return [(lo, min(lo + chunk_size, n_runs)) for lo in range(0, n_runs, chunk_size)]
+
+
+def default_workers() -> int:
+    """Chunks run concurrently on CPU (one per core; XLA releases the GIL while it runs)."""
+    if jax.default_backend() != "cpu":
+        return 1
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def run_pool(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None
+             ) -> Iterator[tuple[T, R | None, BaseException | None]]:
+    """``fn(item)`` for each item on a thread pool of ``workers`` (default: one per core),
+    yielding ``(item, result, None)`` or ``(item, None, error)`` as each finishes. A consumer
+    that stops early (Ctrl-C, an error) cancels the items not yet started."""
+    items = list(items)
+    if not items:
+        return
+    pool = ThreadPoolExecutor(max_workers=max(1, min(workers or default_workers(), len(items))))
+    try:
+        futures = {pool.submit(fn, item): item for item in items}
+        for future in as_completed(futures):
+            error = future.exception()
+            yield futures[future], (None if error else future.result()), error
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def map_ordered(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None,
+                on_done: Callable[[T, R], Any] | None = None) -> list[R]:
+    """``[fn(item) for item in items]`` on the pool (in this thread when there is one item or
+    one worker: no pool at all); the first error is raised."""
+    items = list(items)
+    if len(items) <= 1 or workers == 1:
+        out = []
+        for item in items:
+            out.append(fn(item))
+            if on_done is not None:
+                on_done(item, out[-1])
+        return out
+    results: dict[int, R] = {}
+    for index, result, error in run_pool(lambda i: fn(items[i]), range(len(items)), workers):
+        if error is not None:
+            raise error
+        results[index] = result
+        if on_done is not None:
+            on_done(items[index], result)
+    return [results[i] for i in range(len(items))]

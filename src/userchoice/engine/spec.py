@@ -1,0 +1,169 @@
+"""The static spec (what fixes shapes and control flow: one compilation each) and the market's
+arrays as the engine reads them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from userchoice import metrics as metric_table
+from userchoice.choice import ChoiceRule, get_rule
+from userchoice.families import Family
+from userchoice.market import Market
+from userchoice.probing import ProbingSpec
+from userchoice.schedules import NORMALISATIONS, SCHEDULES
+
+DTYPES: tuple[str, ...] = ("float32", "float64")
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything that fixes array shapes and control flow (one compilation per spec).
+
+    ``choice``, ``schedule`` and ``normalisation`` are registered names (or import paths, or
+    for ``choice`` a rule object); ``metrics`` are the metric-table names to compute (default:
+    every registered metric that applies to this spec, fixed when the spec is made).
+    """
+
+    family: Family
+    n_learners: int
+    batch_size: int
+    steps: int
+    eval_every: int = 100
+    choice: str | ChoiceRule = "tau_mixture"
+    schedule: str = "constant"
+    normalisation: str = "mean"
+    probing: ProbingSpec | None = None
+    update_all: bool = True
+    dtype: Literal["float32", "float64"] = "float32"
+    metrics: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("n_learners", "batch_size", "steps", "eval_every"):
+            _positive_int(name, getattr(self, name))
+        get_rule(self.choice)  # unknown names fail here, naming the known ones
+        SCHEDULES.get(self.schedule)
+        NORMALISATIONS.get(self.normalisation)
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+        if self.probing is not None and not isinstance(self.probing, ProbingSpec):
+            raise ValueError(f"probing must be a ProbingSpec or None, got {self.probing!r}")
+        if self.probing is not None:
+            self.probing.validate(self.n_learners)
+        applicable = metric_table.applicable(self)
+        if self.metrics is None:
+            object.__setattr__(self, "metrics", applicable)
+        else:
+            chosen = tuple(self.metrics)
+            for name in chosen:
+                if not metric_table.get_metric(name).applies(self):
+                    raise ValueError(f"metric {name!r} does not apply to this spec (e.g. it "
+                                     f"needs probing, update-all copies or a classifier)")
+            object.__setattr__(self, "metrics", chosen)
+
+    @property
+    def choice_rule(self) -> ChoiceRule:
+        return get_rule(self.choice)
+
+    @property
+    def eval_steps(self) -> np.ndarray:
+        """Steps after which metrics are recorded: 0, k, 2k, …, and T if k does not divide T."""
+        points = list(range(0, self.steps + 1, self.eval_every))
+        if points[-1] != self.steps:
+            points.append(self.steps)
+        return np.asarray(points)
+
+    @property
+    def n_probers(self) -> int:
+        return 0 if self.probing is None else len(self.probing.probers)
+
+
+class MarketArrays(NamedTuple):
+    """A market's arrays as device arrays of the spec's dtype (the engine's ``data``)."""
+
+    x_train: jax.Array
+    y_train: jax.Array
+    w_train: jax.Array | None
+    favourite_train: jax.Array
+    rank_train: jax.Array
+    x_test: jax.Array
+    y_test: jax.Array
+    w_test: jax.Array | None
+    favourite_test: jax.Array
+    rank_test: jax.Array
+
+
+def market_arrays(market: Market, dtype: Any = jnp.float32) -> MarketArrays:
+    ds = market.dataset
+
+    def f(a):
+        return None if a is None else jnp.asarray(a, dtype)
+
+    def i(a):
+        return jnp.asarray(a, jnp.int32)
+
+    return MarketArrays(
+        f(ds.x_train), f(ds.y_train), f(ds.w_train),
+        i(market.preferences_train.favourite), i(market.preferences_train.rank),
+        f(ds.x_test), f(ds.y_test), f(ds.w_test),
+        i(market.preferences_test.favourite), i(market.preferences_test.rank),
+    )
+
+
+def validate_market(spec: EngineSpec, market: Market) -> None:
+    ds = market.dataset
+    if market.n_learners != spec.n_learners:
+        raise ValueError(
+            f"n_learners={spec.n_learners} but the market's preferences rank "
+            f"{market.n_learners} learners"
+        )
+    if spec.batch_size > ds.n_train:
+        raise ValueError(
+            f"batch_size B={spec.batch_size} is larger than the training population "
+            f"({ds.n_train} users); allowed [1, {ds.n_train}]"
+        )
+    y_shape = np.shape(ds.y_train)[1:]
+    n_outputs = getattr(spec.family, "n_outputs", None)
+    expected = (n_outputs,) if n_outputs is not None else ()
+    if y_shape != expected:
+        raise ValueError(
+            f"family {spec.family.name!r} expects labels y of trailing shape {expected}, "
+            f"got {y_shape}"
+        )
+
+
+def check_init_params(spec: EngineSpec, n_features: int, init_params: Any) -> None:
+    """``init_params`` must have the family's pytree structure and leaf shapes."""
+    dtype = jnp.dtype(spec.dtype)
+    expected = jax.eval_shape(
+        lambda k: spec.family.init(k, spec.n_learners, n_features, dtype), jax.random.key(0))
+    exp_struct = jax.tree_util.tree_structure(expected)
+    got_struct = jax.tree_util.tree_structure(init_params)
+    if exp_struct != got_struct:
+        raise ValueError(f"init_params must have structure {exp_struct}, got {got_struct}")
+    for e, g in zip(jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(init_params),
+                    strict=True):
+        if tuple(e.shape) != tuple(np.shape(g)):
+            raise ValueError(
+                f"init_params leaf has shape {np.shape(g)}; the family expects {tuple(e.shape)}")
+
+
+def bytes_per_run(spec: EngineSpec, market: Market) -> int:
+    """Working memory of one run (a rough upper bound, for chunk sizes)."""
+    ds = market.dataset
+    outputs = int(np.prod(np.shape(ds.y_train)[1:], dtype=int))
+    width = max(outputs, getattr(spec.family, "hidden", 1))
+    rows = np.shape(ds.x_test)[0] + spec.batch_size
+    if spec.probing is not None:
+        rows += spec.n_probers * (spec.probing.n_probe + spec.probing.probe_batch)
+    itemsize = 8 if spec.dtype == "float64" else 4
+    return int(6 * spec.n_learners * rows * (width + ds.n_features) * itemsize)

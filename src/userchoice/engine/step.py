@@ -1,0 +1,216 @@
+"""The public, pure step API (MSGD / MSGD-P for one run), in the style of gymnax.
+
+    data = market_arrays(market, spec.dtype)
+    ctx, state = init_run(spec, data, knobs.at(0), init_params)   # one run's knobs
+    metrics, state = evaluate(spec, data, ctx, state)             # step 0
+    for t in range(spec.steps):
+        state = step(spec, data, ctx, state, t)
+        if (t + 1) % spec.eval_every == 0:
+            metrics, state = evaluate(spec, data, ctx, state)
+
+Keys are explicit (derived from the run's seed knob, ``streams.run_keys``) and the state is a
+pytree, so a loop written with these functions — to intervene mid-run, log, or couple the market
+with another model — gives the numbers ``simulate`` gives (which composes exactly these under
+``vmap`` and ``lax.scan``). ``jax.jit(step, static_argnums=0)`` compiles a step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from userchoice import metrics as metric_table
+from userchoice.engine.spec import EngineSpec, MarketArrays
+from userchoice.engine.streams import RunKeys, draw_step, run_keys
+from userchoice.families import Params, learner_losses
+from userchoice.knobs import KNOB_NAMES, Knobs
+from userchoice.probing import draw_probe_sets, pseudo_labels, source_index
+from userchoice.schedules import NORMALISATIONS, SCHEDULES
+
+
+class Accumulators(NamedTuple):
+    """Realised batch statistics since the last evaluation point."""
+
+    share: jax.Array  # [n] Σ over steps of batch fraction choosing i
+    local_loss: jax.Array  # [n] Σ loss of users who chose i
+    chosen: jax.Array  # [n] number of users who chose i
+    steps: jax.Array  # []
+
+
+class RunState(NamedTuple):
+    theta: Params
+    theta_update_all: Params | None
+    probe_labels: jax.Array | None  # [|S|, N_probe, ...]
+    diverged_at: jax.Array  # [] int32, −1 while finite
+    acc: Accumulators
+
+
+class RunContext(NamedTuple):
+    """Per-run constants fixed at the start of a run."""
+
+    keys: RunKeys
+    knobs: Knobs  # scalars for this run
+    theta0: Params
+    probe_x: jax.Array | None  # [|S|, N_probe, d]
+    probe_w: jax.Array | None  # [|S|, N_probe, m]
+    probe_source: jax.Array | None  # [|S|, N_probe] learner index (per-user sources)
+
+
+def cast_knobs(knobs: Knobs, dtype: Any) -> Knobs:
+    """One run's (or a chunk's) knobs as device arrays: the seed int32, the rest ``dtype``."""
+    return Knobs(**{name: jnp.asarray(getattr(knobs, name),
+                                      jnp.int32 if name == "seed" else dtype)
+                    for name in KNOB_NAMES})
+
+
+def zero_accumulators(n: int, dtype: Any) -> Accumulators:
+    z = jnp.zeros((n,), dtype)
+    return Accumulators(z, z, z, jnp.zeros((), dtype))
+
+
+def _all_finite(tree: Params) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
+def _take_learners(tree: Params, idx: tuple[int, ...]) -> Params:
+    return jax.tree_util.tree_map(lambda a: a[jnp.asarray(idx)], tree)
+
+
+def _set_learners(tree: Params, idx: tuple[int, ...], values: Params) -> Params:
+    return jax.tree_util.tree_map(lambda a, v: a.at[jnp.asarray(idx)].set(v), tree, values)
+
+
+def init_run(spec: EngineSpec, data: MarketArrays, knobs: Knobs,
+             init_params: Params | None = None) -> tuple[RunContext, RunState]:
+    """Constants and initial state of one run (``knobs``: that run's scalars, ``Knobs.at``).
+
+    ``init_params`` (a pytree with a learner axis, e.g. ``erm_init``) replaces the family's
+    random initialisation from the run's ``init`` stream.
+    """
+    family = spec.family
+    dtype = jnp.dtype(spec.dtype)
+    knobs = cast_knobs(knobs, dtype)
+    n, d = spec.n_learners, data.x_train.shape[1]
+    keys = run_keys(knobs.seed)
+    if init_params is None:
+        theta0 = family.init(keys.init, n, d, dtype)
+    else:
+        theta0 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), init_params)
+
+    probe_x = probe_w = source = labels = None
+    if spec.probing is not None:
+        pdraws = draw_probe_sets(keys.probe_set, spec.probing, data.x_train.shape[0], dtype)
+        probe_x = data.x_train[pdraws.users]
+        probe_w = None if data.w_train is None else data.w_train[pdraws.users]
+        if spec.probing.per_user_source:
+            source = source_index(
+                spec.probing, data.favourite_train[pdraws.users], pdraws, knobs.kappa, n)
+        labels = pseudo_labels(family, spec.probing, theta0, probe_x, source)
+
+    ctx = RunContext(keys, knobs, theta0, probe_x, probe_w, source)
+    state = RunState(
+        theta=theta0,
+        theta_update_all=theta0 if spec.update_all else None,
+        probe_labels=labels,
+        diverged_at=jnp.asarray(-1, jnp.int32),
+        acc=zero_accumulators(n, dtype),
+    )
+    return ctx, state
+
+
+def _probe_gradient(spec: EngineSpec, theta: Params, ctx: RunContext, labels: jax.Array,
+                    probe_idx: jax.Array) -> Params:
+    """Mean training-loss gradient of each prober on its P probe points: [|S|, ...]."""
+    family = spec.family
+    rows = jnp.arange(spec.n_probers)[:, None]
+    px = ctx.probe_x[rows, probe_idx]
+    py = labels[rows, probe_idx]
+    pw = None if ctx.probe_w is None else ctx.probe_w[rows, probe_idx]
+
+    def objective(theta_s):
+        per_prober = jax.vmap(
+            lambda th, x, y, w: family.loss(family.score(th, x), y, w).mean(),
+            in_axes=(0, 0, 0, None if pw is None else 0),
+        )(theta_s, px, py, pw)
+        return family.train_scale * per_prober.sum()
+
+    return jax.grad(objective)(_take_learners(theta, spec.probing.probers))
+
+
+def step(spec: EngineSpec, data: MarketArrays, ctx: RunContext, state: RunState,
+         t: jax.Array | int) -> RunState:
+    """One MSGD(-P) step ``t``: B users arrive, choose, and each learner steps on its users
+    (probers mixing in their probe gradient with weight p); update-all copies step on all."""
+    family, n, knobs = spec.family, spec.n_learners, ctx.knobs
+    dtype = jnp.dtype(spec.dtype)
+    t = jnp.asarray(t, jnp.int32)
+    draws = draw_step(spec, ctx.keys, t, data.x_train.shape[0])
+    xb, yb = data.x_train[draws.batch], data.y_train[draws.batch]
+    wb = None if data.w_train is None else data.w_train[draws.batch]
+
+    # Learners and update-all copies share one forward/backward pass: stacking them along the
+    # learner axis turns two small matmuls into one (this loop is overhead-bound).
+    params = state.theta
+    if spec.update_all:
+        params = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), params,
+                                        state.theta_update_all)
+    all_losses, pullback = jax.vjp(lambda th: learner_losses(family, th, xb, yb, wb), params)
+    losses = all_losses[:n]  # [n, B]
+    choice = spec.choice_rule.choose(
+        losses.T, data.favourite_train[draws.batch], data.rank_train[draws.batch].astype(dtype),
+        draws.choice, knobs)
+    chosen = jax.nn.one_hot(choice, n, dtype=dtype)  # [B, n]
+    counts = chosen.sum(axis=0)
+    weights = NORMALISATIONS.get(spec.normalisation)(chosen, counts, spec.batch_size)
+    cotangent = weights.T
+    if spec.update_all:  # each copy: mean over the whole batch
+        cotangent = jnp.concatenate([cotangent, jnp.full_like(cotangent, 1.0 / spec.batch_size)])
+    (all_grads,) = pullback(family.train_scale * cotangent)
+    grad = jax.tree_util.tree_map(lambda g: g[:n], all_grads)
+
+    if spec.probing is not None:
+        probe_grad = _probe_gradient(spec, state.theta, ctx, state.probe_labels, draws.probe)
+        own = _take_learners(grad, spec.probing.probers)
+        mixed = jax.tree_util.tree_map(lambda g, h: (g + knobs.p * h) / (1.0 + knobs.p), own,
+                                       probe_grad)
+        grad = _set_learners(grad, spec.probing.probers, mixed)
+
+    lr = SCHEDULES.get(spec.schedule)(knobs.eta, t.astype(dtype))
+    theta = jax.tree_util.tree_map(lambda th, g: th - lr * (g + knobs.lam * th), state.theta,
+                                   grad)
+
+    theta_ua = state.theta_update_all
+    if spec.update_all:
+        theta_ua = jax.tree_util.tree_map(lambda th, g: th - lr * (g[n:] + knobs.lam * th),
+                                          theta_ua, all_grads)
+
+    labels = state.probe_labels
+    if spec.probing is not None and spec.probing.refresh_every > 0:
+        # The predicate depends on t only (shared by all runs), so under vmap it stays a branch.
+        labels = jax.lax.cond(
+            (t + 1) % spec.probing.refresh_every == 0,
+            lambda: pseudo_labels(family, spec.probing, theta, ctx.probe_x, ctx.probe_source),
+            lambda: labels,
+        )
+
+    finite = _all_finite(theta) if theta_ua is None else _all_finite((theta, theta_ua))
+    diverged_at = jnp.where((state.diverged_at < 0) & ~finite, t, state.diverged_at)
+    acc = Accumulators(
+        share=state.acc.share + counts / spec.batch_size,
+        local_loss=state.acc.local_loss + (chosen * losses.T).sum(axis=0),
+        chosen=state.acc.chosen + counts,
+        steps=state.acc.steps + 1,
+    )
+    return RunState(theta, theta_ua, labels, diverged_at.astype(jnp.int32), acc)
+
+
+def evaluate(spec: EngineSpec, data: MarketArrays, ctx: RunContext, state: RunState
+             ) -> tuple[dict[str, jax.Array], RunState]:
+    """The spec's metrics (``spec.metrics``, from the metric table) at this point, and the state
+    with its batch accumulators restarted for the next evaluation window."""
+    values = metric_table.evaluate_metrics(spec.metrics,
+                                           metric_table.Evaluation(spec, data, ctx, state))
+    fresh = zero_accumulators(spec.n_learners, jnp.dtype(spec.dtype))
+    return values, state._replace(acc=fresh)
