@@ -69,7 +69,7 @@ def test_interval_text_and_membership():
 
 
 def test_needs_come_from_the_table():
-    with pytest.raises(ValueError, match="p=0.3 needs probing"):
+    with pytest.raises(ValueError, match=r"p=0\.3 needs probing"):
         validate_knobs(make_knobs(2, p=0.3), 2, probing=None)
     validate_knobs(make_knobs(2, p=0.0), 2, probing=None)
     assert set(SCALAR_KNOBS) == set(KNOB_NAMES) - {"prior"}
