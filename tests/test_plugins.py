@@ -4,6 +4,7 @@ through ``userchoice run``, and from Python through the step API."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -31,7 +32,13 @@ baseline: false
 
 @pytest.fixture
 def plugin_path(monkeypatch):
+    """The plug-in importable (as an installed package would be); not imported here: the
+    config's ``plugins:`` list (or an import path) imports it."""
     monkeypatch.syspath_prepend(str(PLUGINS))
+
+
+@pytest.fixture
+def plugin(plugin_path):
     import userchoice_example_plugin
 
     return userchoice_example_plugin
@@ -73,10 +80,7 @@ def test_plugin_config_in_a_fresh_process(tmp_path):
     config = tmp_path / "plugin.yaml"
     config.write_text(CONFIG.format(family="squared_hinge", choice="inverse_loss",
                                     source="mean_score"))
-    env = {"PYTHONPATH": str(PLUGINS), "PATH": "/usr/bin:/bin"}
-    import os
-
-    env = {**os.environ, **env}
+    env = {**os.environ, "PYTHONPATH": str(PLUGINS)}
     proc = subprocess.run([sys.executable, "-m", "userchoice", "run", str(config), "--out",
                            str(tmp_path / "out")], capture_output=True, text=True, env=env,
                           timeout=600)
@@ -85,7 +89,7 @@ def test_plugin_config_in_a_fresh_process(tmp_path):
     assert "worst_test_loss" in market.columns
 
 
-def test_plugin_through_the_step_api(plugin_path):
+def test_plugin_through_the_step_api(plugin):
     import jax
 
     from userchoice.engine import EngineSpec, evaluate, init_run, knob_grid, market_arrays, simulate
@@ -93,8 +97,8 @@ def test_plugin_through_the_step_api(plugin_path):
     from userchoice.market import make_market
     from userchoice.probing import ProbingSpec
 
-    market = make_market(plugin_path.two_blobs(n_users=400, seed=1), "clusters", 3)
-    spec = EngineSpec(plugin_path.SquaredHinge(), 3, batch_size=16, steps=30, eval_every=30,
+    market = make_market(plugin.two_blobs(n_users=400, seed=1), "clusters", 3)
+    spec = EngineSpec(plugin.SquaredHinge(), 3, batch_size=16, steps=30, eval_every=30,
                       choice="inverse_loss",
                       probing=ProbingSpec((0,), "mean_score", n_probe=20, probe_batch=8))
     assert "worst_test_loss" in spec.metrics
