@@ -209,8 +209,12 @@ def step(spec: EngineSpec, data: MarketArrays, ctx: RunContext, state: RunState,
 def evaluate(spec: EngineSpec, data: MarketArrays, ctx: RunContext, state: RunState
              ) -> tuple[dict[str, jax.Array], RunState]:
     """The spec's metrics (``spec.metrics``, from the metric table) at this point, and the state
-    with its batch accumulators restarted for the next evaluation window."""
+    with its batch accumulators restarted for the next evaluation window. Once a run's
+    parameters have stopped being finite, every metric of it is NaN (a diverged run has no
+    meaningful share, loss or accuracy)."""
     values = metric_table.evaluate_metrics(spec.metrics,
                                            metric_table.Evaluation(spec, data, ctx, state))
+    diverged = state.diverged_at >= 0
+    values = {name: jnp.where(diverged, jnp.nan, value) for name, value in values.items()}
     fresh = zero_accumulators(spec.n_learners, jnp.dtype(spec.dtype))
     return values, state._replace(acc=fresh)
