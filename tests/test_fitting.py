@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -67,6 +69,96 @@ def test_masked_fit_solves_each_output_on_its_rated_users():
         want = np.linalg.lstsq(x[seen], y[seen, k], rcond=None)[0]
         np.testing.assert_allclose(theta[k], want, rtol=1e-6, atol=1e-9)
     np.testing.assert_array_equal(theta[3], 0.0)
+
+
+# ---------------------------------------------------- the ERM ridge convention (SPEC §5, issue 11)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+MOVIELENS_GOOD = sorted(CONFIGS.glob("*/movielens_good*.yaml"))
+
+
+def _masked_market(seed: int = 0, n_train: int = 150, d: int = 5, m: int = 7,
+                   n_learners: int = 3) -> Market:
+    """A small MovieLens-shaped market: ratings y [n, m] with a rated mask w, no rater of
+    movie m-1 among learner 2's users and few raters of movie 0."""
+    from userchoice.data.dataset import Dataset
+
+    rng = np.random.default_rng(seed)
+    n = n_train + 30
+    x = rng.normal(size=(n, d))
+    w = (rng.random((n, m)) < 0.5).astype(float)
+    w[:, 0] = rng.random(n) < 0.08
+    favourite = rng.integers(0, n_learners, n)
+    w[(favourite == 2), m - 1] = 0.0
+    y = np.where(w > 0, np.clip(np.round(x @ rng.normal(size=(d, m)) + 3), 1, 5), 0.0)
+    ds = Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], w_train=w[:n_train],
+                 w_test=w[n_train:])
+    return Market(ds, Preferences.from_favourite(favourite[:n_train], n_learners),
+                  Preferences.from_favourite(favourite[n_train:], n_learners))
+
+
+def _closed_form(market: Market, lam: float, per_rater: bool) -> np.ndarray:
+    """Per learner i and movie k: solve (XᵀX + λ·s·I)θ = Xᵀy over the learner's users who
+    rated k, s = 1 (the paper) or their number (per user); zeros for a movie nobody rated."""
+    ds, fav = market.dataset, market.preferences_train.favourite
+    x, y, w = np.asarray(ds.x_train), np.asarray(ds.y_train), np.asarray(ds.w_train)
+    out = np.zeros((market.n_learners, y.shape[1], x.shape[1]))
+    for i in range(market.n_learners):
+        for k in range(y.shape[1]):
+            rows = (fav == i) & (w[:, k] > 0)
+            if rows.any():
+                xs = x[rows]
+                scale = rows.sum() if per_rater else 1.0
+                out[i, k] = np.linalg.solve(xs.T @ xs + lam * scale * np.eye(x.shape[1]),
+                                            xs.T @ y[rows, k])
+    return out
+
+
+@pytest.mark.parametrize("lam", [1e-3, 0.5])
+def test_erm_init_paper_convention_is_the_papers_per_movie_ridge(lam):
+    market = _masked_market()
+    family = MaskedMultiSquared(n_outputs=7)
+    paper = erm_init(market, family, ridge=lam, ridge_convention="paper")
+    per_user = erm_init(market, family, ridge=lam, ridge_convention="per_user")
+    assert paper.shape == (3, 7, 5)
+    np.testing.assert_allclose(paper, _closed_form(market, lam, per_rater=False),
+                               rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(per_user, _closed_form(market, lam, per_rater=True),
+                               rtol=1e-7, atol=1e-9)
+    np.testing.assert_array_equal(erm_init(market, family, ridge=lam), per_user)  # default
+    np.testing.assert_array_equal(paper[2, 6], 0.0)  # no rater of that movie: zeros
+    if lam == 0.5:  # the conventions really differ (λ·n_k vs λ)
+        assert np.abs(paper - per_user).max() > 1e-2
+
+
+@pytest.mark.parametrize("path", MOVIELENS_GOOD, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_movielens_good_configs_start_from_the_papers_erm(path):
+    import yaml
+
+    init = yaml.safe_load(path.read_text(encoding="utf-8"))["init"]
+    assert init["kind"] == "erm"
+    assert init["options"] == {"ridge": 1e-3, "ridge_convention": "paper"}
+    market = _masked_market(seed=1)
+    theta = erm_init(market, MaskedMultiSquared(n_outputs=7), **init["options"])
+    np.testing.assert_allclose(theta, _closed_form(market, 1e-3, per_rater=False),
+                               rtol=1e-7, atol=1e-9)
+
+
+def test_ridge_conventions_on_the_other_paths():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(50, 3)), rng.normal(size=50)
+    lam = 0.7
+    np.testing.assert_allclose(fit(Squared(), x, y, ridge=lam, ridge_convention="paper"),
+                               np.linalg.solve(x.T @ x + lam * np.eye(3), x.T @ y), rtol=1e-9)
+    # gradient descent: summed loss + λ|θ|² is mean loss + (λ/n)|θ|²
+    labels = (x[:, 0] + 0.3 * rng.normal(size=50) > 0).astype(float)
+    paper = fit(Logistic(), x, labels, ridge=lam * 50, ridge_convention="paper", steps=200)
+    mean = fit(Logistic(), x, labels, ridge=lam, steps=200)
+    np.testing.assert_allclose(paper, mean, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="ridge_convention must be one of"):
+        fit(Squared(), x, y, ridge=lam, ridge_convention="per_rater")
+    with pytest.raises(ValueError, match="ridge_convention must be one of"):
+        fit(Logistic(), x, labels, ridge_convention="sum")
 
 
 def test_fit_rejects_empty_data_and_bad_gd_options():

@@ -86,13 +86,17 @@ def test_absolute_home_and_null_paths(tmp_path, monkeypatch):
                               ).data.path == "/abs/x.csv"
 
 
-def test_environment_variables_and_unknown_tokens(tmp_path, monkeypatch):
+def test_environment_variables_are_not_tokens(tmp_path, monkeypatch):
+    """Only the documented tokens expand: a set environment variable is an error too, so its
+    value can never be copied into manifest.json or a report."""
     monkeypatch.setenv("UC_TEST_ROOT", str(tmp_path / "root"))
-    cfg = cp.load_experiment(write_yaml(tmp_path / "a.yaml", census_config("${UC_TEST_ROOT}/x")))
-    assert cfg.data.path == str(tmp_path / "root" / "x")
-    monkeypatch.delenv("UC_TEST_UNSET", raising=False)
-    with pytest.raises(ConfigError, match=r"data\.path: \$\{UC_TEST_UNSET\}"):
-        cp.load_experiment(write_yaml(tmp_path / "b.yaml", census_config("${UC_TEST_UNSET}/x")))
+    for index, name in enumerate(("UC_TEST_ROOT", "UC_TEST_UNSET")):
+        monkeypatch.delenv("UC_TEST_UNSET", raising=False)
+        with pytest.raises(ConfigError, match=rf"data\.path: \$\{{{name}\}} is not an "
+                                              r"allowed token.*\$\{SHARED_DATA\}, "
+                                              r"\$\{DATA_DIR\}, \$\{CONFIG_DIR\}"):
+            cp.load_experiment(write_yaml(tmp_path / f"{index}.yaml",
+                                          census_config(f"${{{name}}}/x")))
 
 
 def test_missing_shared_data_names_the_variable(tmp_path, monkeypatch):

@@ -1,10 +1,13 @@
 """Command line: a thin typer layer over the library (``userchoice --help``).
 
-Exit codes: 0 ok, 2 bad usage (unknown option, invalid value).
+Exit codes: 0 ok, 2 bad usage (unknown option, invalid value) or an OS error (disk full,
+read-only folder, no permission, a folder where a file is expected, a name too long, …): every
+command reports those as one line naming the path (``_Commands``), never a traceback.
 """
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Annotated
 
@@ -12,15 +15,57 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from userchoice.data.registry import DATASETS
 from userchoice.version import __version__
+
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space or write elsewhere",
+    getattr(errno, "EDQUOT", -1): "the disk quota is used up: free some space or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere (--out)",
+    errno.EACCES: "no permission: check the folder's owner and mode, or write elsewhere",
+    errno.EPERM: "not permitted: check the folder's owner and mode, or write elsewhere",
+    errno.EISDIR: "it is a folder; a file was expected there",
+    errno.ENOTDIR: "a part of the path is a file; a folder was expected there",
+    errno.EEXIST: "it already exists (as a file where a folder is needed?)",
+    errno.ENAMETOOLONG: "a name in the path is too long (at most 255 bytes per name)",
+    errno.ENOENT: "no such file or folder",
+}
+
+
+def os_error_message(error: OSError) -> str:
+    """One line for an ``OSError``: the path(s), the system's reason, its code and a hint."""
+    where = " → ".join(str(name) for name in (error.filename, error.filename2)
+                       if name is not None)
+    reason = error.strerror or str(error) or type(error).__name__
+    code = errno.errorcode.get(error.errno or 0, "")
+    hint = _OS_HINTS.get(error.errno or 0)
+    return (f"error: {where + ': ' if where else ''}{reason}{f' ({code})' if code else ''}"
+            f"{f'; {hint}' if hint else ''}")
+
+
+class _Commands(TyperGroup):
+    """The command group: an ``OSError`` escaping any command (``run``, ``data import``, …)
+    becomes ``os_error_message`` on stderr and exit code 2, not a traceback (result parts,
+    manifests and data files are written by ``userchoice.atomic``: never left half-written)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OSError as error:
+            if error.errno == errno.EPIPE:  # a closed pipe: typer's own handling
+                raise
+            typer.echo(os_error_message(error), err=True)
+            raise typer.Exit(2) from None
+
 
 app = typer.Typer(
     name="userchoice",
     help="Simulate ML markets where users choose among competing learners (MSGD, MSGD-P).",
     no_args_is_help=True,
     add_completion=False,
+    cls=_Commands,
 )
 
 
@@ -94,7 +139,8 @@ data_app = typer.Typer(help="Real datasets: what is where, download, import a lo
 app.add_typer(data_app, name="data")
 
 DataDir = Annotated[Path | None, typer.Option(
-    "--data-dir", help="Data directory (default: $USERCHOICE_DATA or ~/.local/share/userchoice).")]
+    "--data-dir", file_okay=False,  # an existing file here is a usage error (exit 2)
+    help="Data directory (default: $USERCHOICE_DATA or ~/.local/share/userchoice).")]
 
 
 def _one_of(names: tuple[str, ...]) -> str:
@@ -190,19 +236,33 @@ def data_import(
     path: Annotated[Path, typer.Argument(help="A local copy of the dataset file.")],
     data_dir: DataDir = None,
     link: Annotated[bool, typer.Option(help="Symlink instead of copying.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Import even a file that does not verify (replacing a copy in place)."
+    )] = False,
 ) -> None:
-    """Copy (or link) a local dataset file into the data directory, after a format check."""
+    """Copy (or link) a local dataset file into the data directory, after verifying all of it
+    (decompressed, every record parsed, ranges and columns checked). A file that does not
+    verify is not imported and a copy already in place is kept, unless --force."""
+    import warnings
+
+    from rich.markup import escape
+
     from userchoice.data.common import DataFormatError
-    from userchoice.data.fetch import import_file
+    from userchoice.data.fetch import UnverifiedImportWarning, import_file
 
     name = _dataset_name(name)
     console = Console()
     try:
-        target = import_file(name, path, root=data_dir, link=link)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UnverifiedImportWarning)
+            target = import_file(name, path, root=data_dir, link=link, force=force)
     except (FileNotFoundError, DataFormatError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {escape(str(err))}")
         raise typer.Exit(2) from err
-    console.print(f"imported {path} → {target}")
+    for warning in caught:
+        if issubclass(warning.category, UnverifiedImportWarning):
+            console.print(f"[yellow]warning:[/yellow] {escape(str(warning.message))}")
+    console.print(f"imported {escape(str(path))} → {escape(str(target))}")
 
 
 def _progress_bar(console: Console, label: str):
@@ -242,10 +302,14 @@ def _sweep(config, out: Path, executor: str, address: str | None, data_dir: Path
     console = Console()
     runner = _runner(executor, address, workers)
     progress, update = _progress_bar(console, config.name)
+
+    def warn(message: str) -> None:
+        console.print(f"[yellow]warning:[/yellow] {message}")
+
     try:
         with progress:
             summary = run_experiment(config, out, runner=runner, data_dir=data_dir,
-                                     progress=update)
+                                     progress=update, warn=warn)
     except (ValueError, FileNotFoundError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err
@@ -302,10 +366,10 @@ def resume(
     from userchoice.experiments.config import ConfigError, config_from_dict
     from userchoice.experiments.store import ResultsDir
 
-    try:
+    try:  # a damaged manifest is a ValueError naming the file and how to recover
         manifest = ResultsDir(directory).read_manifest()
         cfg = config_from_dict(manifest["config"], str(directory / "manifest.json"))
-    except (FileNotFoundError, ConfigError) as err:
+    except (FileNotFoundError, ConfigError, ValueError) as err:
         Console().print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err
     _sweep(cfg, directory, executor, address, data_dir, workers)
@@ -314,20 +378,31 @@ def resume(
 @app.command("status")
 def status_command(directory: Annotated[Path, typer.Argument(help="A results directory.")]
                    ) -> None:
-    """Done / diverged / failed / pending runs of a results directory."""
-    from userchoice.experiments.runner import iter_failures, status
+    """Done / diverged / failed / pending runs of a results directory, and its damaged chunks
+    (exit code 1 when there are any: `userchoice resume` computes them again)."""
+    from rich.markup import escape
+
+    from userchoice.experiments.runner import damaged_chunks, iter_failures, status
 
     console = Console()
     try:
         counts = status(directory)
-    except FileNotFoundError as err:
-        console.print(f"[red]error:[/red] {err}")
+        damaged = damaged_chunks(directory)
+    except (FileNotFoundError, ValueError) as err:  # no or a damaged manifest
+        console.print(f"[red]error:[/red] {escape(str(err))}")
         raise typer.Exit(2) from err
     console.print(f"{counts['name']}: {counts['total']} runs — {counts['done']} done, "
                   f"{counts['diverged']} diverged, {counts['failed']} failed, "
                   f"{counts['pending']} pending")
     for row in list(iter_failures(directory))[:10]:
         console.print(f"  {row['status']} run {row['run_id']}: {row['reason']}")
+    if damaged:
+        console.print(f"[red]{len(damaged)} damaged chunk(s)[/red] (their runs count as "
+                      f"pending; `userchoice resume {escape(str(directory))}` computes them "
+                      f"again):")
+        for key, reason in sorted(damaged.items()):
+            console.print(f"  damaged chunk {key}: {escape(reason)}")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -94,8 +94,12 @@ class Knob:
 
 
 UNIT = Interval(0.0, 1.0)
-NON_NEGATIVE = Interval(0.0, None)
-POSITIVE = Interval(0.0, None, closed="neither")
+# Upper bounds keep every value, and 1 + value, finite in float32 (max ≈ 3.4e38): p = 1e300
+# would overflow the probe mix (g + p·ĝ)/(1 + p) to inf/inf. 1e6 is far beyond any useful value.
+LARGE = 1e6
+WEIGHT = Interval(0.0, LARGE)  # p, λ
+STEP = Interval(0.0, LARGE, closed="right")  # η: positive
+SCALE = Interval(1 / LARGE, LARGE)  # temperature, prior weights: positive, log finite in float32
 
 KNOBS: tuple[Knob, ...] = (
     Knob("seed", 0, Interval(0, 2**31, closed="left"),
@@ -103,17 +107,17 @@ KNOBS: tuple[Knob, ...] = (
          kind="seed"),
     Knob("tau", 0.0, UNIT, "preference weight: tau_mixture's probability of picking the "
          "favourite; additive_rank's cost per rank position", symbol="τ"),
-    Knob("p", 0.0, NON_NEGATIVE, "probing weight: probers step on (g + p·ĝ)/(1 + p); 0 is MSGD",
+    Knob("p", 0.0, WEIGHT, "probing weight: probers step on (g + p·ĝ)/(1 + p); 0 is MSGD",
          needs=_needs_probing),
     Knob("kappa", 0.0, UNIT, "probing noise κ: probability that a probe user's source is a "
          "uniformly random other learner", needs=_needs_per_user_source, symbol="κ"),
-    Knob("eta", 0.01, POSITIVE, "step size η (scaled by the schedule)", symbol="η"),
-    Knob("lam", 0.0, NON_NEGATIVE, "L2 regularisation λ (added to the gradient after the "
+    Knob("eta", 0.01, STEP, "step size η (scaled by the schedule)", symbol="η"),
+    Knob("lam", 0.0, WEIGHT, "L2 regularisation λ (added to the gradient after the "
          "probe mix)", symbol="λ"),
-    Knob("temperature", 1.0, POSITIVE, "logit choice: softmax temperature over −loss"),
+    Knob("temperature", 1.0, SCALE, "logit choice: softmax temperature over −loss"),
     Knob("zeta", 0.0, UNIT, "zeta_random choice: probability of a uniformly random learner",
          symbol="ζ"),
-    Knob("prior", 1.0, POSITIVE, "logit choice: prior weight of each learner (a length-n "
+    Knob("prior", 1.0, SCALE, "logit choice: prior weight of each learner (a length-n "
          "vector; default uniform)", kind="per_learner"),
 )
 

@@ -115,8 +115,16 @@ def _n_learners(res: Results) -> int:
     return int(res.learners["learner"].max()) + 1 if len(res.learners) else 0
 
 
+def plain_text(text: Any) -> str:
+    """Text from the data or the results (learner names such as an Amazon category, result
+    names, condition values) as matplotlib shows it literally: two ``$`` would start mathtext
+    (text between them drawn as maths, and one unknown command fails the whole figure), so
+    every ``$`` is escaped."""
+    return str(text).replace("$", r"\$")
+
+
 def _learner_label(res: Results, learner: int, probers: Sequence[int]) -> str:
-    name = res.learner_name(learner)
+    name = plain_text(res.learner_name(learner))
     return f"{name} — prober" if learner in probers else name
 
 
@@ -153,7 +161,7 @@ def _legend_below(fig: Figure, handles: list) -> None:
 
 def _title(fig: Figure, res: Results, text: str, where: dict[str, Any]) -> None:
     extra = f" — {_slice_title(where)}" if where else ""
-    fig.suptitle(f"{res.name}: {text}{extra}", fontsize=11)
+    fig.suptitle(f"{plain_text(res.name)}: {text}{plain_text(extra)}", fontsize=11)
 
 
 def _band(ax, x, mean, sem, color, **line) -> None:
@@ -250,7 +258,7 @@ def fig_final_vs_nprobe(res: Results, frame: pd.DataFrame, where: dict[str, Any]
                              capsize=3, **style)
             axes[1].plot(s[NPROBE_COLUMN], s["std"], **style)
             handles.append(Line2D([], [], **style,
-                                  label=f"{res.learner_name(i)}, p = {_fmt(p)}"))
+                                  label=f"{plain_text(res.learner_name(i))}, p = {_fmt(p)}"))
     handles += _baseline_handle(res)
     _draw_baseline(axes[0], res, label=False)
     values = np.unique(stats[NPROBE_COLUMN].to_numpy(float))
@@ -403,8 +411,10 @@ def _overview(res: Results) -> tuple[str, Figure] | None:
     return "metrics_overview", fig_metrics_overview(res, learners, market, shown)
 
 
-def make_figures(results_dir: Results | str | Path) -> list[tuple[str, Figure]]:
-    """Every applicable figure of a results directory as (file stem, Figure)."""
+def make_figures(results_dir: Results | str | Path, overview: bool = True
+                 ) -> list[tuple[str, Figure]]:
+    """Every applicable figure of a results directory as (file stem, Figure); ``overview``:
+    also the panel grid of every recorded metric (``metrics_overview``)."""
     res = load_results(results_dir)
     frame = res.learners
     if res.metric is None or not len(frame):
@@ -430,9 +440,9 @@ def make_figures(results_dir: Results | str | Path) -> list[tuple[str, Figure]]:
             if len(res.probers(part)) >= 2 and part["p"].nunique() > 1:
                 out.append((_slice_stem("two_prober_comparison", where),
                             fig_two_prober(res, part, where)))
-    overview = _overview(res)
-    if overview is not None:
-        out.append(overview)
+    grid = _overview(res) if overview else None
+    if grid is not None:
+        out.append(grid)
     return out
 
 
@@ -464,14 +474,16 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
 
 
 def plot_results(results_dir: str | Path, out_dir: str | Path | None = None,
-                 formats: Sequence[str] = FORMATS) -> list[Path]:
+                 formats: Sequence[str] = FORMATS, overview: bool = True) -> list[Path]:
     """Write every applicable figure of ``results_dir`` to ``out_dir`` (default
-    ``results_dir/figures``) in each of ``formats``; returns the paths written."""
+    ``results_dir/figures``) in each of ``formats``; returns the paths written.
+    ``overview=False`` leaves out the every-metric panel grid (``reproduce`` does: it draws
+    the paper's figure types, and the grid is the slowest figure to render)."""
     formats = _check_formats(formats)
     res = load_results(results_dir)
     out = Path(out_dir) if out_dir is not None else res.path / "figures"
     paths: list[Path] = []
-    for stem, fig in make_figures(res):
+    for stem, fig in make_figures(res, overview=overview):
         paths += save_figure(fig, out / stem, formats)
     return paths
 
@@ -538,6 +550,7 @@ def fig_bad_vs_good(bad: Results, good: Results) -> Figure:
     ax.set_ylabel(f"final {good.metric_label}")
     ax.grid(alpha=0.3, axis="y")
     fig.legend(fontsize=8, loc="outside lower center", ncols=4, frameon=False)
-    fig.suptitle(f"bad ({bad.name}) vs good ({good.name}): final metric per learner "
+    fig.suptitle(f"bad ({plain_text(bad.name)}) vs good ({plain_text(good.name)}): final "
+                 f"metric per learner "
                  f"(mean ± SE)", fontsize=11)
     return fig

@@ -30,6 +30,7 @@ from userchoice.analysis import (
     metric_label,
     recorded_metrics,
 )
+from userchoice.atomic import atomic_write
 from userchoice.metrics import METRICS
 from userchoice.plots import display_name, figure_png, make_figures
 
@@ -344,7 +345,6 @@ def write_report(results_dirs: Sequence[str | Path] | str | Path, out_html: str 
     """Write one self-contained HTML page about ``results_dirs`` to ``out_html``; returns it."""
     out = Path(out_html)
     text = render_report(results_dirs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    atomic_write(out, lambda f: f.write(text.encode("utf-8")))  # never a half-written page
     return out
 

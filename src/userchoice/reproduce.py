@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from userchoice.atomic import atomic_write
 from userchoice.data.registry import DATASETS
 from userchoice.experiments.config import ExperimentConfig
 from userchoice.experiments.paths import load_experiment
@@ -168,7 +169,7 @@ def write_figures(out: Path, names: Sequence[str]) -> tuple[dict[str, list[Path]
     errors: dict[str, str] = {}
     for name in names:
         try:
-            written[name] = _paths(plots.plot_results(out / name))
+            written[name] = _paths(plots.plot_results(out / name, overview=False))
         except Exception as error:  # one experiment's figures never stop the others
             errors[name] = f"{type(error).__name__}: {error}"
     for bad, good in bad_good_pairs(names):
@@ -611,8 +612,9 @@ def reproduce(
                  else {"name": name, "error": failures[name]} for name in names]
     seconds = time.perf_counter() - started
     summary = out / "summary.md"
-    summary.write_text(render_summary(summaries, target=target, kind=kind, figures=written,
-                                      figure_errors=errors, seconds=seconds, out=out))
+    text = render_summary(summaries, target=target, kind=kind, figures=written,
+                          figure_errors=errors, seconds=seconds, out=out)
+    atomic_write(summary, lambda f: f.write(text.encode("utf-8")))
     record = {"target": target, "kind": kind, "configs": [str(p) for p in paths],
               "experiments": names, "seconds": seconds, "experiment_seconds": timings,
               "runs": {s["name"]: {"total": s["n_runs"], **s["status"]}
@@ -620,7 +622,7 @@ def reproduce(
               "errors": failures,
               "figures": {k: [str(p) for p in v] for k, v in written.items()},
               "figure_errors": errors}
-    (out / "reproduce.json").write_text(json.dumps(record, indent=2))
+    atomic_write(out / "reproduce.json", lambda f: f.write(json.dumps(record, indent=2).encode()))
     if failures:
         raise ReproduceError(summary, failures)
     return summary

@@ -324,6 +324,63 @@ def test_empty_file(tmp_path, content):
         load_amazon(gz, categories=["Gift_Cards"], embedder=HashingEmbedder(dim=8))
 
 
+def test_a_review_read_twice_is_one_user_never_in_both_splits(tmp_path):
+    records = [_r2023(i, 5.0 if i % 3 else 2.0) for i in range(60)]
+    repeats = [dict(records[i]) for i in range(0, 60, 2)]  # 30 exact repeats
+    variants = [{**records[i], "asin": "B-other", "parent_asin": "B-other"}  # one review listed
+                for i in range(1, 60, 4)]  # under another product variant: 15
+    lines = records + repeats + variants
+    path = _write(tmp_path / "Software.jsonl", lines)
+    ds = load_amazon(path, categories=["Software"], n_per_category=1000, test_fraction=0.3,
+                     embedder=HashingEmbedder(dim=64))
+    prov = ds.provenance
+    assert prov["duplicates_dropped"] == 45
+    assert prov["per_category"]["Software"]["available"] == 60
+    assert prov["per_category"]["Software"]["duplicates_dropped"] == 45
+    assert ds.n_train + len(ds.y_test) == 60
+    assert (ds.attributes_train["line"] <= 60).all() and (ds.attributes_test["line"] <= 60).all()
+    texts = {split: [lines[n - 1]["text"] for n in getattr(ds, f"attributes_{split}")["line"]]
+             for split in ("train", "test")}  # each review's text is its own
+    assert len(set(texts["train"]) | set(texts["test"])) == 60
+    assert not set(texts["train"]) & set(texts["test"])
+    # read_reviews still returns every line read; the cap counts the repeats' lines too
+    assert len(read_reviews([path], categories=None, max_lines_per_category=None)) == 105
+
+
+def test_repeats_in_2018_files_and_records_without_identity(tmp_path):
+    old = [_r2018(i) for i in range(8)]
+    path = _write(tmp_path / "All_Beauty_5.json", old + old[:3] + [{**old[4], "overall": 1.0}])
+    ds = load_amazon(path, categories=["All_Beauty"], test_fraction=0.25,
+                     embedder=HashingEmbedder(dim=16))
+    assert ds.provenance["duplicates_dropped"] == 3  # another rating is another review
+    bare = [{"rating": 5.0, "text": f"t{i % 6}"} for i in range(12)]
+    bare[11] = {"rating": 4.0, "text": "t5"}  # same text, another rating: kept
+    path = _write(tmp_path / "Gift_Cards.jsonl", bare)
+    ds = load_amazon(path, categories=["Gift_Cards"], test_fraction=0.3,
+                     embedder=HashingEmbedder(dim=16))
+    assert ds.provenance["duplicates_dropped"] == 5 and ds.n_train + len(ds.y_test) == 7
+
+
+@pytest.mark.parametrize("how", ["truncated", "corrupt"])
+def test_a_damaged_gzip_is_a_format_error_naming_the_file(tmp_path, how):
+    text = "".join(json.dumps(_r2023(i)) + "\n" for i in range(300)).encode()
+    packed = gzip.compress(text, mtime=0)
+    if how == "truncated":
+        packed = packed[: len(packed) // 2]
+    else:
+        damaged = bytearray(packed)
+        damaged[40:56] = b"\xff" * 16
+        packed = bytes(damaged)
+    path = tmp_path / "Software.jsonl.gz"
+    path.write_bytes(packed)
+    for read in (lambda: read_reviews([path], max_lines_per_category=None),
+                 lambda: load_amazon(path, categories=["Software"],
+                                     embedder=HashingEmbedder(dim=8))):
+        with pytest.raises(DataFormatError, match="truncated or corrupt") as caught:
+            read()
+        assert str(path) in str(caught.value) and "userchoice data import" in str(caught.value)
+
+
 def test_dataset_not_found_says_how_to_get_it(tmp_path):
     with pytest.raises(DatasetNotFoundError) as info:
         load_amazon(data_dir=tmp_path, embedder=HashingEmbedder(dim=8))

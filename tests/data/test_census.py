@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import SHARED_DATA
 
@@ -335,6 +336,63 @@ def test_truncated_gzip(tmp_path):
     path.write_bytes(gzip.compress(_csv_bytes(2000))[:-5000])
     with pytest.raises(DataFormatError, match="truncated"):
         load_census(path)
+
+
+def _damaged(payload: bytes, how: str) -> bytes:
+    packed = gzip.compress(payload, mtime=0)
+    if how == "truncated":
+        return packed[: len(packed) // 2]
+    damaged = bytearray(packed)
+    damaged[40:56] = b"\xff" * 16  # inside the deflate stream, within the header line
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize("how", ["truncated", "corrupt"])
+def test_a_damaged_gzip_or_zip_member_is_a_format_error(tmp_path, how):
+    path = tmp_path / "psam_p01.csv.gz"
+    path.write_bytes(_damaged(_csv_bytes(500), how))
+    with pytest.raises(DataFormatError, match="truncated or corrupt") as caught:
+        load_census(path)
+    assert str(path) in str(caught.value) and "userchoice data fetch" in str(caught.value)
+    archive = _zip(tmp_path / "csv_pal.zip", {"psam_p01.csv": _csv_bytes(500)})
+    data = bytearray(archive.read_bytes())
+    start = data.index(b"psam_p01.csv") + 300
+    if how == "truncated":
+        del data[start:start + 400]
+    else:
+        data[start:start + 16] = b"\xff" * 16
+    archive.write_bytes(bytes(data))
+    with pytest.raises(DataFormatError, match=r"csv_pal\.zip.*(truncated or corrupt|zip)"):
+        load_census(archive)
+
+
+def test_a_person_read_twice_is_one_user_never_in_both_splits(tmp_path):
+    frame = synthetic_acs_frame(400, seed=8)
+    features = [*EMPLOYMENT_FEATURES]
+    frame = frame[~frame[features].astype(float).fillna(0).duplicated()]  # distinct users
+    n = len(frame)
+    again = frame.sample(150, random_state=0)  # 150 persons listed twice, e.g. a pasted block
+    both = pd.concat([frame, again])
+    path = tmp_path / "psam_p01.csv"
+    both.to_csv(path, index=False, float_format="%.0f")
+    ds = load_census(path, test_fraction=0.3, standardise=False)
+    prov = ds.provenance
+    assert prov["rows_read"] == n + 150 and prov["duplicates_dropped"] == 150
+    assert prov["duplicate_key"] == ["ST", "SERIALNO", "SPORDER"]
+    assert ds.n_train + ds.x_test.shape[0] == n == prov["rows_after_filter"]
+    train = {tuple(row) for row in ds.x_train.tolist()}
+    test = {tuple(row) for row in ds.x_test.tolist()}
+    assert len(train) == ds.n_train and len(test) == ds.x_test.shape[0]
+    assert not train & test
+    # the same file under two names (not the zip/extracted pair): its persons are read once
+    (tmp_path / "copy.csv").write_bytes(path.read_bytes())
+    twice = load_census([path, tmp_path / "copy.csv"], test_fraction=0.3)
+    assert twice.provenance["duplicates_dropped"] == n + 2 * 150
+    assert twice.n_train + twice.x_test.shape[0] == n
+    # without the key columns nothing is taken for a repeat
+    path.write_text(both.drop(columns=["SERIALNO"]).to_csv(index=False, float_format="%.0f"))
+    loose = load_census(path, test_fraction=0.3)
+    assert loose.provenance["duplicates_dropped"] == 0 and loose.provenance["duplicate_key"] is None
 
 
 def test_zip_with_no_person_file(tmp_path):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import os
+import time
 import urllib.error
 import zipfile
 from pathlib import Path
@@ -12,8 +15,18 @@ from typer.testing import CliRunner
 
 from userchoice.cli import app
 from userchoice.data import fetch as fetch_module
+from userchoice.data.census import write_synthetic_acs
 from userchoice.data.common import DataFormatError
-from userchoice.data.fetch import Download, DownloadError, fetch, import_file, inventory, plan
+from userchoice.data.fetch import (
+    Download,
+    DownloadError,
+    UnverifiedImportWarning,
+    fetch,
+    import_file,
+    inventory,
+    plan,
+    verify_import,
+)
 
 
 def make_zip(path: Path, member: str, payload: bytes) -> Path:
@@ -85,8 +98,11 @@ def test_import_checks_format_and_is_atomic(tmp_path):
     good.write_text("1\t2\t5\t881250949\n")
     target = import_file("movielens", good, root=tmp_path / "data")
     assert target.read_text() == good.read_text()
-    linked = import_file("census", good, root=tmp_path / "data", link=True)
-    assert linked.is_symlink()
+    other = tmp_path / "linked" / "u.data"
+    other.parent.mkdir()
+    other.write_text("1\t3\t4\t881250949\n")
+    linked = import_file("movielens", other, root=tmp_path / "data2", link=True)
+    assert linked.is_symlink() and linked.read_text() == other.read_text()
     assert [f["file"] for f in inventory(tmp_path / "data")["movielens"]] == [str(target)]
     page = tmp_path / "ratings.dat"
     page.write_text("<html><body>404</body></html>")
@@ -112,3 +128,141 @@ def test_data_cli(tmp_path):
     assert result.exit_code == 0 and (tmp_path / "d" / "movielens" / "u.data").exists()
     missing = runner.invoke(app, ["data", "import", "movielens", str(tmp_path / "nope")])
     assert missing.exit_code == 2
+
+
+# --- data import verifies the whole file and never destroys a good copy ----------------------
+
+GOOD_LINES = [f"{u}\t{i}\t{1 + (u * i) % 5}\t88125{u:04d}\n"
+              for u in range(1, 40) for i in range(1, 20)]
+GOOD_RATINGS = "".join(GOOD_LINES)
+
+
+def _gz(text: str) -> bytes:
+    return gzip.compress(text.encode(), mtime=0)
+
+
+def _corrupt(payload: bytes) -> bytes:
+    damaged = bytearray(payload)
+    damaged[40:56] = b"\xff" * 16  # inside the deflate stream: zlib "invalid ..." on reading
+    return bytes(damaged)
+
+
+def _census_csv(path: Path, n: int = 60) -> Path:
+    return write_synthetic_acs(path, n, seed=1)
+
+
+BROKEN = {  # dataset, file name, good content, broken content, words in the error
+    "movielens, rating 6 on line 501": (
+        "movielens", "u.data", GOOD_RATINGS.encode(),
+        "".join([*GOOD_LINES[:500], "7\t7\t6\t881250949\n", *GOOD_LINES[500:]]).encode(),
+        ["line 501", "'6'", "star range"]),
+    "movielens, truncated gzip": (
+        "movielens", "u.data.gz", _gz(GOOD_RATINGS), _gz(GOOD_RATINGS)[:-200],
+        ["truncated or corrupt", "EOFError"]),
+    "movielens, corrupt gzip": (
+        "movielens", "u.data.gz", _gz(GOOD_RATINGS), _corrupt(_gz(GOOD_RATINGS)),
+        ["truncated or corrupt", "error"]),
+    "census, a required column missing": (
+        "census", "psam_p01.csv", None, b"SERIALNO,AGEP\n1,30\n2,40\n", ["ESR"]),
+    "amazon, rating 7 on line 3": (
+        "amazon", "All_Beauty.jsonl",
+        b'{"rating": 5, "text": "a"}\n' * 3,
+        b'{"rating": 5, "text": "a"}\n{"rating": 4, "text": "b"}\n{"rating": 7, "text": "c"}\n',
+        ["line 3", "7"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_a_broken_file_never_replaces_a_good_copy(tmp_path, case):
+    name, filename, good, broken, words = BROKEN[case]
+    root = tmp_path / "data"
+    (tmp_path / "good").mkdir()
+    (tmp_path / "broken").mkdir()
+    good_file = tmp_path / "good" / filename
+    if good is None:
+        _census_csv(good_file)
+    else:
+        good_file.write_bytes(good)
+    target = import_file(name, good_file, root=root)
+    kept = target.read_bytes()
+    bad_file = tmp_path / "broken" / filename
+    bad_file.write_bytes(broken)
+    with pytest.raises(DataFormatError) as caught:
+        import_file(name, bad_file, root=root)
+    message = str(caught.value)
+    assert str(bad_file) in message and "not imported" in message and "--force" in message
+    assert f"{target}, is kept" in message
+    for word in words:
+        assert word in message, message
+    assert target.read_bytes() == kept  # the good copy is untouched
+    assert leftovers(root / name) == [filename]
+    with pytest.raises(DataFormatError):  # also when linking
+        import_file(name, bad_file, root=root, link=True)
+    assert not target.is_symlink() and target.read_bytes() == kept
+    with pytest.warns(UnverifiedImportWarning, match="imported anyway"):
+        forced = import_file(name, bad_file, root=root, force=True)
+    assert forced == target and target.read_bytes() == broken
+
+
+def test_a_broken_file_is_not_imported_where_there_is_no_copy(tmp_path):
+    bad = tmp_path / "ratings.dat"
+    bad.write_text("1::2::4::881250949\n1::3::-1::881250950\n")
+    with pytest.raises(DataFormatError, match=r"line 2.*'-1'") as caught:
+        import_file("movielens", bad, root=tmp_path / "data")
+    assert "is kept" not in str(caught.value)
+    assert not (tmp_path / "data" / "movielens" / "ratings.dat").exists()
+    bad.write_text("1::2::4::881250949\n1::3::5::881250950\n1::2::3::881250951\n")
+    with pytest.raises(DataFormatError, match="user 1 rates movie 2 more than once"):
+        import_file("movielens", bad, root=tmp_path / "data")
+
+
+def test_verify_import_summarises_what_it_read(tmp_path):
+    good = tmp_path / "u.data"
+    good.write_text(GOOD_RATINGS)
+    summary = verify_import("movielens", good)
+    assert summary["ratings"] == 39 * 19 and summary["rating_scale"]["low"] == 0.5
+    census = verify_import("census", _census_csv(tmp_path / "psam_p01.csv"))
+    assert census["rows"] == {"psam_p01.csv": 60} and "ACSEmployment" in census["tasks"]
+
+
+def test_stale_temporary_files_of_a_killed_import_are_removed(tmp_path):
+    root = tmp_path / "data"
+    folder = root / "movielens"
+    folder.mkdir(parents=True)
+    stale = [folder / ".u.data.k1ll3d_1.tmp", folder / ".ratings.dat.link"]
+    fresh = folder / ".u.data.inflight.tmp"  # another import writing right now
+    keep = [folder / "notes.tmp", folder / ".hidden_config"]  # not an import's temporaries
+    for path in (*stale, fresh, *keep):
+        path.write_bytes(b"partial")
+    old = time.time() - 3600
+    for path in (*stale, *keep):
+        os.utime(path, (old, old))
+    source = tmp_path / "u.data"
+    source.write_text(GOOD_RATINGS)
+    import_file("movielens", source, root=root)
+    assert leftovers(folder) == sorted([".hidden_config", ".u.data.inflight.tmp", "notes.tmp",
+                                        "u.data"])
+
+
+def test_data_import_cli_refuses_a_broken_file_unless_forced(tmp_path):
+    runner = CliRunner(env={"COLUMNS": "1000"})
+    root = tmp_path / "d"
+    good = tmp_path / "good" / "u.data.gz"
+    good.parent.mkdir()
+    good.write_bytes(_gz(GOOD_RATINGS))
+    args = ["data", "import", "movielens", "--data-dir", str(root)]
+    assert runner.invoke(app, [*args, str(good)]).exit_code == 0
+    for payload in (_gz(GOOD_RATINGS)[:-200], _corrupt(_gz(GOOD_RATINGS))):
+        bad = tmp_path / "bad" / "u.data.gz"
+        bad.parent.mkdir(exist_ok=True)
+        bad.write_bytes(payload)
+        result = runner.invoke(app, [*args, str(bad)])
+        output = " ".join(result.output.split())
+        assert result.exit_code == 2, result.output
+        assert "Aborted" not in output and "truncated or corrupt" in output
+        assert "is kept" in output and "--force" in output
+        assert (root / "movielens" / "u.data.gz").read_bytes() == good.read_bytes()
+    forced = runner.invoke(app, [*args, str(bad), "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert "warning" in forced.output and "imported anyway" in " ".join(forced.output.split())
+    assert (root / "movielens" / "u.data.gz").read_bytes() == bad.read_bytes()

@@ -193,23 +193,32 @@ def test_crlf_bom_blank_lines_and_three_fields(tmp_path):
     check_frame(read_ratings(path))
 
 
+# ML-100K and ML-1M rate in whole stars: the same rows with 3.5 → 4 and 2.5 → 3.
+WHOLE_ROWS = [(u, i, math.ceil(r), t) for u, i, r, t in ROWS]
+WHOLE = EXPECTED.assign(rating=[float(r[2]) for r in WHOLE_ROWS])
+
+
 @pytest.mark.parametrize("archive, member, sep, header", [
     ("ml-100k.zip", "ml-100k/u.data", "\t", ""),
+    ("ml-1m.zip", "ml-1m/ratings.dat", "::", ""),
     ("ml-10m.zip", "ml-10M100K/ratings.dat", "::", ""),
     ("ml-latest-small.zip", "ml-latest-small/ratings.csv", ",",
      "userId,movieId,rating,timestamp\n"),
 ])
 def test_official_zip_layouts(tmp_path, archive, member, sep, header):
     folder = member.split("/")[0]
+    whole = archive in ("ml-100k.zip", "ml-1m.zip")
+    rows = WHOLE_ROWS if whole else ROWS
     with zipfile.ZipFile(tmp_path / archive, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr(f"{folder}/", "")
         z.writestr(f"{folder}/README", "readme")
         z.writestr(f"{folder}/u1.base" if sep == "\t" else f"{folder}/movies.dat",
-                   lines(sep, ROWS[:2]))
-        z.writestr(member, header + lines(sep))
+                   lines(sep, rows[:2]))
+        z.writestr(member, header + lines(sep, rows))
     frame = read_ratings(tmp_path / archive)
-    check_frame(frame)
+    check_frame(frame, WHOLE if whole else EXPECTED)
     assert frame.attrs["member"] == member
+    assert frame.attrs["rating_scale"]["step"] == (1.0 if whole else 0.5)
 
 
 def test_synthetic_writer_round_trips_every_format(tmp_path):
@@ -249,6 +258,82 @@ def test_bad_line_is_named(tmp_path, sep, bad, line, words):
         assert "expected" in message
         for word in words:
             assert word in message, message
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "6", "10", "1e9", "0.25", "4.75"])
+def test_a_rating_off_the_star_scale_names_file_line_and_value(tmp_path, value):
+    rows = lines("::").splitlines()
+    text = "\n".join([*rows[:3], f"4::40::{value}::881250960", *rows[3:]]) + "\n"
+    for name, payload in (("ratings.dat", text.encode()),
+                          ("ratings.dat.gz", gzip.compress(text.encode()))):
+        (tmp_path / name).write_bytes(payload)
+        with pytest.raises(DataFormatError) as info:
+            read_ratings(tmp_path / name)
+        message = str(info.value)
+        assert name in message and "line 4" in message and f"'{value}'" in message, message
+        assert info.value.line == 4 and info.value.column == "rating"
+        assert "star range" in message and "0.5 to 5" in message
+    with pytest.raises(DataFormatError, match=rf"line 4.*'{value}'"):
+        load_movielens(tmp_path / "ratings.dat", n_movies=2, test_fraction=0.34)
+
+
+def test_each_release_has_its_star_scale(tmp_path):
+    halves = lines("::")  # ROWS rate 3.5 and 2.5
+    for folder, ok in (("ml-1m", False), ("ml-100k", False), ("ml-10M100K", True),
+                       ("ml-latest-small", True), ("ml-32m", True), ("mine", True)):
+        (tmp_path / folder).mkdir()
+        path = tmp_path / folder / "ratings.dat"
+        path.write_text(halves)
+        if ok:
+            check_frame(read_ratings(path))
+        else:
+            with pytest.raises(DataFormatError, match=r"line 2.*'3.5'.*whole stars"):
+                read_ratings(path)
+            check_frame(read_ratings(path, scale="ml-10m"))  # told otherwise: accepted
+    with zipfile.ZipFile(tmp_path / "ml-1m.zip", "w") as z:
+        z.writestr("ml-1m/ratings.dat", halves)
+    with pytest.raises(DataFormatError, match=r"ml-1m\.zip, line 2.*1 to 5 in whole stars"):
+        read_ratings(tmp_path / "ml-1m.zip")
+    (tmp_path / "ml-1m" / "ratings.dat").write_text(lines("::", WHOLE_ROWS))
+    check_frame(read_ratings(tmp_path / "ml-1m" / "ratings.dat"), WHOLE)
+    with pytest.raises(ValueError, match="scale must be one of"):
+        read_ratings(tmp_path / "ml-1m" / "ratings.dat", scale="ml-5m")
+
+
+def _damaged_gzip(payload: bytes, how: str) -> bytes:
+    packed = gzip.compress(payload, mtime=0)
+    if how == "truncated":
+        return packed[: len(packed) // 2]
+    damaged = bytearray(packed)
+    damaged[40:56] = b"\xff" * 16  # inside the deflate stream
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize("how", ["truncated", "corrupt"])
+def test_a_damaged_gzip_is_a_format_error_naming_the_file(tmp_path, how):
+    text = "".join(f"{u}::{i}::{1 + (u + i) % 5}::88125{u:04d}\n" for u in range(1, 60)
+                   for i in range(1, 30)).encode()
+    path = tmp_path / "ratings.dat.gz"
+    path.write_bytes(_damaged_gzip(text, how))
+    with pytest.raises(DataFormatError, match="truncated or corrupt") as info:
+        read_ratings(path)
+    message = str(info.value)
+    assert str(path) in message and "userchoice data fetch" in message
+    assert "userchoice data import" in message
+    # the same inside a zip (a gzipped member) and a zip whose member is damaged
+    with zipfile.ZipFile(tmp_path / "ml-10m.zip", "w") as z:
+        z.writestr("ml-10M100K/ratings.dat.gz", _damaged_gzip(text, how))
+    with pytest.raises(DataFormatError, match="truncated or corrupt"):
+        read_ratings(tmp_path / "ml-10m.zip")
+    archive = tmp_path / "ml-latest.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("ml-latest/ratings.dat", text)
+    data = bytearray(archive.read_bytes())
+    start = data.index(b"ratings.dat") + len("ratings.dat") + 200
+    data[start:start + 16] = b"\xff" * 16
+    archive.write_bytes(bytes(data))
+    with pytest.raises(DataFormatError, match=r"ml-latest\.zip.*truncated or corrupt"):
+        read_ratings(archive)
 
 
 def test_bad_line_after_csv_header_counts_the_header(tmp_path):

@@ -2,7 +2,8 @@
 
 Every YAML validates and expands to its engine groups without loading data; the grids and the
 settings are the paper's (SPEC §7); local configs differ from the paper's only in their data;
-every quick config runs end to end (the CI check that the whole pipeline works on real data).
+every quick config runs end to end (the CI check that the whole pipeline works on real data)
+and `userchoice resume` of its results finds every run finished.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 from conftest import SHARED_DATA
+from typer.testing import CliRunner
 
+from userchoice.cli import app
 from userchoice.experiments.config import load_config
 from userchoice.experiments.paths import load_experiment
 from userchoice.experiments.plan import make_groups
@@ -117,7 +120,7 @@ def test_paper_settings(name):
         assert (c.probing.n_probe, c.probing.probe_batch) == (1000, 100)
         assert c.knobs.seed == 11  # seeds 0..10
         if good:
-            assert c.init.options == {"ridge": 1e-3}
+            assert c.init.options == {"ridge": 1e-3, "ridge_convention": "paper"}
     else:
         assert c.data.dataset == "amazon"
         assert c.data.options["n_per_category"] == 3333
@@ -208,3 +211,9 @@ def test_quick_config_runs_end_to_end(name, quick_results):
     summary = run_experiment(config, quick_results / name)
     assert summary.total == summary.done + summary.skipped
     assert summary.failed == 0 and summary.diverged == 0
+    # `userchoice resume` of what `run` wrote (its config read back from the manifest, keys
+    # sorted, int keys now strings) is the same sweep: nothing is computed (nor compiled)
+    result = CliRunner().invoke(app, ["resume", str(quick_results / name)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert (f"0 done, 0 diverged, 0 failed, {summary.total} already finished"
+            in " ".join(result.output.split())), result.output

@@ -24,6 +24,12 @@ whitespace, are skipped and counted (``missing_text="skip"``, the default) or re
 rating that is not a number from 1 to 5 or a line that is not JSON is always a format error
 naming the file and line.
 
+Duplicates. A review present twice (the same reviewer, time, rating, title and text in one
+category: an exact repeat, or the 2018 5-core files' copies of one review under several product
+variants) is one user: repeats are dropped before sampling, so no review can be both a training
+and a test user, and counted in the provenance (``duplicates_dropped``). Records without a
+reviewer id or time are repeats only when the whole record repeats.
+
 Sampling follows the paper: read at most ``max_lines_per_category`` lines (records) of each
 category (3·3,333 = 9,999: the first lines of a per-category file), then draw
 ``min(available, n_per_category)`` of them per category without replacement, the rows pandas'
@@ -113,6 +119,7 @@ class Reviews:
     text: list[str] = field(default_factory=list)
     file: list[int] = field(default_factory=list)  # index into ``files``
     line: list[int] = field(default_factory=list)  # 1-based line number in that file
+    key: list[tuple] = field(default_factory=list)  # the review's identity (see ``_review_key``)
     files: list[dict[str, Any]] = field(default_factory=list)  # per-file reading record
 
     def __len__(self) -> int:
@@ -125,6 +132,16 @@ class Reviews:
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(self.category))
+
+    def first_occurrences(self) -> np.ndarray:
+        """Indices of the reviews whose key was not seen earlier (file order): each review once."""
+        seen: set[tuple] = set()
+        keep = []
+        for i, key in enumerate(self.key):
+            if key not in seen:
+                seen.add(key)
+                keep.append(i)
+        return np.asarray(keep, dtype=np.int64)
 
 
 def _check_text_fields(text_fields: Sequence[str]) -> tuple[str, ...]:
@@ -169,6 +186,71 @@ def _parse(path: Path, line: int, raw: str) -> dict:
         raise DataFormatError(path, f"holds a JSON {type(record).__name__}, not an object",
                               line=line, expected=EXPECTED_FIELDS)
     return record
+
+
+_REVIEWER_FIELDS = ("user_id", "reviewerID")
+_TIME_FIELDS = ("timestamp", "unixReviewTime", "timestamp_ms")
+
+
+def _review_key(category: str, record: dict, rating: float, title: str, text: str) -> tuple:
+    """Who wrote what when: (category, reviewer, time, rating, title, text); a record with no
+    reviewer id or time is identified by its whole content."""
+    reviewer = next((record[f] for f in _REVIEWER_FIELDS if record.get(f) is not None), None)
+    when = next((record[f] for f in _TIME_FIELDS if record.get(f) is not None), None)
+    if reviewer is None or when is None:
+        return (category, "record", json.dumps(record, sort_keys=True, default=str))
+    return (category, str(reviewer), str(when), rating, title, text)
+
+
+def _review_fields(path: Path, number: int, record: dict) -> tuple[str, float, str, str]:
+    """(release, rating, title, text) of one record, checked (``DataFormatError`` otherwise)."""
+    if "rating" in record:
+        release = "2023"
+    elif "overall" in record:
+        release = "2018"
+    else:
+        raise DataFormatError(path, f"has no rating (fields: {sorted(record)[:12]})",
+                              line=number, expected=EXPECTED_FIELDS)
+    rating_field, title_field, text_field = _FORMATS[release]
+    if release == "2023" and "text" not in record:
+        raise DataFormatError(path, "has a rating but no 'text' field",
+                              line=number, column="text", expected=EXPECTED_FIELDS)
+    rating = _rating(path, number, record, rating_field)
+    title = _string(path, number, record, title_field)
+    text = _string(path, number, record, text_field)
+    return release, rating, title, text
+
+
+def _record_category(path: Path, number: int, record: dict, default: str) -> str:
+    category = record.get("category", default)
+    if not isinstance(category, str) or not category:
+        raise DataFormatError(path, f"category is {category!r}", line=number,
+                              column="category", expected="a category name")
+    return category
+
+
+def verify_file(path: str | Path) -> dict[str, Any]:
+    """What ``userchoice data import amazon`` checks before it replaces anything: the whole file
+    decompressed and every line a review record (JSON object, category, a 1–5 rating, text
+    fields of the right type). ``DataFormatError`` otherwise; returns a summary. Streams: the
+    records are not kept."""
+    path = Path(path)
+    default = category_from_path(path)
+    counts: Counter[str] = Counter()
+    formats: set[str] = set()
+    lines = 0
+    with open_text(path) as handle:
+        for number, raw in enumerate(handle, start=1):
+            lines = number
+            if not raw.strip():
+                continue
+            record = _parse(path, number, raw)
+            category = _record_category(path, number, record, default)
+            release, *_ = _review_fields(path, number, record)
+            formats.add(release)
+            counts[category] += 1
+    check_nonempty(path, sum(counts.values()), "reviews")
+    return {"lines": lines, "reviews": dict(counts), "formats": sorted(formats)}
 
 
 def _first_record(path: Path) -> dict | None:
@@ -235,32 +317,16 @@ def read_reviews(paths: Iterable[str | Path], *, categories: Sequence[str] | Non
                 if not raw.strip():
                     continue
                 record = _parse(path, number, raw)
-                category = record.get("category", stem_category)
-                if not isinstance(category, str) or not category:
-                    raise DataFormatError(path, f"category is {category!r}", line=number,
-                                          column="category", expected="a category name")
+                category = _record_category(path, number, record, stem_category)
                 if (wanted is not None and category not in wanted) or full(category):
                     continue
-                if "rating" in record:
-                    release = "2023"
-                elif "overall" in record:
-                    release = "2018"
-                else:
-                    raise DataFormatError(path, f"has no rating (fields: {sorted(record)[:12]})",
-                                          line=number, expected=EXPECTED_FIELDS)
-                rating_field, title_field, text_field = _FORMATS[release]
-                if release == "2023" and "text" not in record:
-                    raise DataFormatError(path, "has a rating but no 'text' field",
-                                          line=number, column="text", expected=EXPECTED_FIELDS)
-                formats.add(release)
                 seen[category] += 1
-                rating = _rating(path, number, record, rating_field)
-                title = _string(path, number, record, title_field)
-                text = _string(path, number, record, text_field)
+                release, rating, title, text = _review_fields(path, number, record)
+                formats.add(release)
                 if not _compose(title, text, fields):
                     if missing_text == "error":
                         raise DataFormatError(path, f"review has no text in {list(fields)}",
-                                              line=number, column=text_field,
+                                              line=number, column=_FORMATS[release][2],
                                               expected="a non-empty review text")
                     skipped += 1
                     continue
@@ -270,6 +336,7 @@ def read_reviews(paths: Iterable[str | Path], *, categories: Sequence[str] | Non
                 out.text.append(text)
                 out.file.append(index)
                 out.line.append(number)
+                out.key.append(_review_key(category, record, rating, title, text))
                 record_info["kept"] += 1
         record_info["formats"] = sorted(formats)
         record_info["skipped_no_text"] = skipped
@@ -375,7 +442,10 @@ def load_amazon(
     reviews = read_reviews(files, categories=categories,
                            max_lines_per_category=max_lines_per_category, text_fields=fields,
                            missing_text=missing_text)
-    available = reviews.counts()
+    unique = reviews.first_occurrences()
+    read_counts = reviews.counts()
+    category_all = np.array(reviews.category, dtype=object)[unique]
+    available = dict(Counter(category_all.tolist()))
     omitted: list[str] = []
     if categories is None:
         order = sorted(available)
@@ -387,8 +457,7 @@ def load_amazon(
     if not order:
         raise MissingCategoryError(categories or ["(any)"], [], files)
 
-    category_all = np.array(reviews.category, dtype=object)
-    rows = sample_per_category(category_all, order, n_per_category, seed)
+    rows = unique[sample_per_category(category_all, order, n_per_category, seed)]
     category = np.array([reviews.category[i] for i in rows], dtype=str)
     rating = np.array([reviews.rating[i] for i in rows], float)
     y = (rating >= 4).astype(float)
@@ -425,7 +494,8 @@ def load_amazon(
     for c in order:
         mask = category == c
         per_category[c] = {
-            "available": available[c], "sampled": int(mask.sum()),
+            "available": available[c], "duplicates_dropped": read_counts[c] - available[c],
+            "sampled": int(mask.sum()),
             "train": int(mask[train].sum()), "test": int(mask[test].sum()),
             "label_rate": float(y[mask].mean()),
         }
@@ -442,6 +512,9 @@ def load_amazon(
         "text_fields": list(fields),
         "missing_text": missing_text,
         "skipped_no_text": sum(f["skipped_no_text"] for f in reviews.files),
+        "duplicates_dropped": len(reviews) - len(unique),
+        "duplicate_rule": "same category, reviewer, time, rating, title and text (or the "
+                          "whole record): the first is kept, before sampling",
         "label": "rating >= 4",
         "label_rate": float(y.mean()),
         "sampling": "numpy RandomState(seed).choice per category (= pandas DataFrame.sample)",

@@ -23,7 +23,6 @@ import io
 import operator
 import re
 import zipfile
-import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +179,11 @@ TASKS: dict[str, ACSTask] = {t.name: t for t in (ACSEmployment, ACSIncome, ACSEm
 
 # Raw (unstandardised) per-user columns kept as Dataset attributes when the file has them.
 ATTRIBUTE_COLUMNS = ("AGEP",)
+# A person's identity in the PUMS files: housing unit serial number and person number within it
+# (with the state, where present). A row repeating an earlier row's identity is the same person
+# read twice (a file concatenated onto itself, two copies under different names) and is dropped
+# before the split, so no person can be in both the training and the test users.
+PERSON_KEY = ("SERIALNO", "SPORDER")
 
 
 def register_task(task: ACSTask | Mapping[str, Any], *, replace: bool = False) -> ACSTask:
@@ -376,11 +380,12 @@ def _first_unparseable(path: Path, member: str | None, header: list[str],
 
 
 def read_person_file(path: str | Path, columns: Sequence[str], *, member: str | None = None,
-                     optional: Sequence[str] = ()) -> pd.DataFrame:
+                     optional: Sequence[str] = (), text: Sequence[str] = ()) -> pd.DataFrame:
     """The given columns of one person file (or zip member) as float64, missing → NaN.
 
-    ``optional`` columns are read when present. Errors are ``DataFormatError`` naming the file
-    and, where it applies, the line and column.
+    ``optional`` columns are read when present; ``text`` columns too, as strings (e.g. the
+    alphanumeric ``SERIALNO``). Errors are ``DataFormatError`` naming the file and, where it
+    applies, the line and column (a truncated or corrupt gzip/zip: see ``common.open_binary``).
     """
     path = Path(path)
     with common.open_binary(path, member) as handle:
@@ -394,15 +399,18 @@ def read_person_file(path: str | Path, columns: Sequence[str], *, member: str | 
                 column=missing[0],
                 expected=f"an ACS PUMS person file with columns {', '.join(columns)}")
         wanted = list(dict.fromkeys([*columns, *(c for c in optional if c in header)]))
+        strings = [c for c in dict.fromkeys(text) if c in header and c not in wanted]
         checked = _FieldCountCheck(handle, len(header), path, member, first_line=2)
         try:
-            frame = pd.read_csv(checked, header=None, names=header, usecols=wanted,
-                                dtype=dict.fromkeys(wanted, "float64"), encoding="latin-1",
-                                engine="c")
+            frame = pd.read_csv(checked, header=None, names=header, usecols=wanted + strings,
+                                dtype={**dict.fromkeys(wanted, "float64"),
+                                       **dict.fromkeys(strings, str)},
+                                encoding="latin-1", engine="c")
         except DataFormatError:
             raise
         except pd.errors.EmptyDataError:
-            frame = pd.DataFrame({c: np.empty(0) for c in wanted})
+            frame = pd.DataFrame({**{c: np.empty(0) for c in wanted},
+                                  **{c: np.empty(0, object) for c in strings}})
         except pd.errors.ParserError as error:
             found = _PARSER_LINE.search(str(error))
             raise DataFormatError(path, f"cannot be parsed as CSV: {error}",
@@ -418,10 +426,31 @@ def read_person_file(path: str | Path, columns: Sequence[str], *, member: str | 
             raise DataFormatError(path, f"value {value!r} is not a number", line=line,
                                   column=column, expected="a numeric code or an empty field"
                                   ) from error
-        except (EOFError, zlib.error, OSError) as error:
-            raise DataFormatError(path, f"is truncated or corrupt ({error})",
-                                  expected="a complete file") from error
     return frame
+
+
+def verify_file(path: str | Path) -> dict[str, Any]:
+    """What ``userchoice data import census`` checks before it replaces anything: every person
+    file (zip member) decompressed and every row read — field counts, numeric codes — with the
+    columns of at least one known task (``TASKS``; the paper's ACSEmployment is named when none
+    fits). ``DataFormatError`` otherwise; returns a summary."""
+    path = Path(path)
+    sources, _ = _sources([path])
+    rows: dict[str, int] = {}
+    tasks: set[str] = set()
+    for source, member in sources:
+        with common.open_binary(source, member) as handle:
+            header = set(_read_header(handle, source, member))
+        usable = sorted(name for name, task in TASKS.items() if set(task.columns) <= header)
+        if not usable:
+            read_person_file(source, ACSEmployment.columns, member=member)  # names the columns
+        columns = sorted({c for name in usable for c in TASKS[name].columns})
+        frame = read_person_file(source, columns, member=member)
+        common.check_nonempty(source, len(frame), "rows" if member is None
+                              else f"rows in member {member}")
+        rows[member or source.name] = len(frame)
+        tasks.update(usable)
+    return {"rows": rows, "tasks": sorted(tasks)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -439,13 +468,15 @@ def _as_paths(paths: str | Path | Sequence[str | Path]) -> list[Path]:
 
 
 def _read_all(sources: list[tuple[Path, str | None]], columns: Sequence[str],
-              optional: Sequence[str]) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
-    """The columns of every source, concatenated, and one provenance record per source."""
+              optional: Sequence[str], text: Sequence[str] = ()
+              ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """The columns of every source, concatenated, and one provenance record per source
+    (``text`` columns as object arrays of strings, the others float64)."""
     frames: list[pd.DataFrame] = []
     files: list[dict[str, Any]] = []
     records: dict[Path, dict[str, Any]] = {}
     for path, member in sources:
-        frame = read_person_file(path, columns, member=member, optional=optional)
+        frame = read_person_file(path, columns, member=member, optional=optional, text=text)
         common.check_nonempty(path, len(frame), "rows" if member is None
                               else f"rows in member {member}")
         if path not in records:
@@ -453,13 +484,28 @@ def _read_all(sources: list[tuple[Path, str | None]], columns: Sequence[str],
         files.append({**records[path], **({"member": member} if member else {}),
                       "rows": len(frame)})
         frames.append(frame)
-    present = [c for c in dict.fromkeys([*columns, *optional]) if all(c in f for f in frames)]
+    present = [c for c in dict.fromkeys([*columns, *optional, *text])
+               if all(c in f for f in frames)]
+    kinds = {c: object if c in text else np.float64 for c in present}
     if len(frames) == 1:  # no copy: views of the one frame's columns
-        merged = {c: frames[0][c].to_numpy(np.float64) for c in present}
+        merged = {c: frames[0][c].to_numpy(kinds[c]) for c in present}
     else:
-        merged = {c: np.concatenate([f[c].to_numpy(np.float64) for f in frames])
+        merged = {c: np.concatenate([f[c].to_numpy(kinds[c]) for f in frames])
                   for c in present}
     return merged, files
+
+
+def _repeated_persons(cols: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[str] | None]:
+    """Rows repeating an earlier row's person key (``PERSON_KEY``, with ``ST`` if read), and
+    the key used; no key columns in the files: nothing is marked (and the key is None)."""
+    n = len(next(iter(cols.values())))
+    if not all(c in cols for c in PERSON_KEY):
+        return np.zeros(n, dtype=bool), None
+    key = [c for c in ("ST", *PERSON_KEY) if c in cols]
+    frame = pd.DataFrame({c: cols[c] for c in key})
+    # a blank serial number identifies nobody
+    repeated = frame.duplicated(keep="first").to_numpy() & pd.notna(cols["SERIALNO"])
+    return repeated, key
 
 
 def load_census(paths: str | Path | Sequence[str | Path] | None = None, *,
@@ -477,11 +523,14 @@ def load_census(paths: str | Path | Sequence[str | Path] | None = None, *,
     spec = get_task(task)
     files = find_census_files(data_dir) if paths is None else _as_paths(paths)
     sources, skipped = _sources(files)
-    optional = [c for c in (*ATTRIBUTE_COLUMNS, "ST") if c not in spec.columns]
-    cols, file_records = _read_all(sources, spec.columns, optional)
+    optional = [c for c in (*ATTRIBUTE_COLUMNS, "ST", "SPORDER") if c not in spec.columns]
+    text = [c for c in ("SERIALNO",) if c not in spec.columns]
+    cols, file_records = _read_all(sources, spec.columns, optional, text)
     n_read = len(cols[spec.target])
 
-    keep = np.ones(n_read, dtype=bool)
+    repeated, person_key = _repeated_persons(cols)
+    n_repeated = int(repeated.sum())
+    keep = ~repeated
     for condition in spec.preprocess:
         keep &= condition.holds(cols[condition.column])
     n_kept = int(keep.sum())
@@ -524,6 +573,8 @@ def load_census(paths: str | Path | Sequence[str | Path] | None = None, *,
         "task": spec.describe(),
         "states": states,
         "rows_read": n_read,
+        "duplicates_dropped": n_repeated,
+        "duplicate_key": person_key,
         "rows_after_filter": n_kept,
         "label_rate": label_rate,
         "label_rate_train": float(y["train"].mean()),
@@ -582,9 +633,12 @@ def synthetic_acs_frame(n_rows: int, seed: int = 0, *, state: int = 1,
     income = np.round(np.exp(rng.normal(10.2, 1.1, n)) * np.where(works, 1.0, 0.3), -2)
     income[rng.random(n) < 0.05] = 0
     income[age < 15] = np.nan
+    # Serial numbers start where the seed (and state) say, drawn apart from the data: files of
+    # different seeds hold different persons (the loader drops a person read twice).
+    first_serial = int(np.random.default_rng([seed, state, 7]).integers(0, 9_000_000))
     frame = pd.DataFrame({
         "RT": "P",
-        "SERIALNO": [f"{year}HU{h:07d}" for h in household],
+        "SERIALNO": [f"{year}HU{first_serial + h:07d}" for h in household],
         "DIVISION": 6,
         "SPORDER": [f"{s:02d}" for s in sporder],
         "PUMA": [f"{p:05d}" for p in rng.integers(100, 2800, n)],

@@ -9,8 +9,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import lzma
 import os
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,14 +81,45 @@ def _looks_like_html(head: bytes) -> bool:
     return head.lstrip().lower().startswith(_HTML_PREFIXES)
 
 
+# What a damaged compressed file raises while it is read: a corrupt deflate stream (zlib), a
+# truncated gzip or zip member (EOFError: left alone it reaches click as Ctrl-D, "Aborted."), a
+# bad gzip header or CRC, a bad zip member CRC or header, an LZMA-compressed zip member.
+DECOMPRESSION_ERRORS: tuple[type[BaseException], ...] = (
+    zlib.error, EOFError, gzip.BadGzipFile, zipfile.BadZipFile, lzma.LZMAError)
+REPAIR_HINT = ("re-fetch it (userchoice data fetch ...) or import a good copy "
+               "(userchoice data import ...)")
+
+
+def corrupt_file_error(path: str | Path, error: BaseException,
+                       member: str | None = None) -> DataFormatError:
+    """The ``DataFormatError`` for a decompression failure while reading ``path``."""
+    inside = f"member {member} " if member else ""
+    detail = str(error) or type(error).__name__
+    return DataFormatError(path, f"{inside}is truncated or corrupt ({type(error).__name__}: "
+                                 f"{detail}); {REPAIR_HINT}",
+                           expected="a complete, undamaged file")
+
+
 @contextmanager
 def open_binary(path: str | Path, member: str | None = None) -> Iterator[IO[bytes]]:
     """Open a plain, gzip or zip file for reading bytes.
 
     A zip is read from ``member`` (default: its only data file). A file that is really an HTML
-    page (a failed download saved under the right name) is reported as such.
+    page (a failed download saved under the right name) is reported as such. Decompression
+    errors raised while the handle is read (``DECOMPRESSION_ERRORS``: a corrupt or truncated
+    gzip/zip) become a ``DataFormatError`` naming the file and saying how to replace it; this
+    is the one place every loader's reads go through.
     """
     path = Path(path)
+    try:
+        with _open_binary(path, member) as handle:
+            yield handle
+    except DECOMPRESSION_ERRORS as error:
+        raise corrupt_file_error(path, error, member) from error
+
+
+@contextmanager
+def _open_binary(path: Path, member: str | None) -> Iterator[IO[bytes]]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     with open(path, "rb") as raw:
@@ -98,7 +131,8 @@ def open_binary(path: str | Path, member: str | None = None) -> Iterator[IO[byte
         try:
             archive = zipfile.ZipFile(path)
         except zipfile.BadZipFile as error:
-            raise DataFormatError(path, f"is not a valid zip archive ({error})") from error
+            raise DataFormatError(path, f"is not a valid zip archive ({error}); "
+                                        f"{REPAIR_HINT}") from error
         with archive:
             names = [n for n in archive.namelist() if not n.endswith("/")
                      and not Path(n).name.startswith(".")]
@@ -112,7 +146,11 @@ def open_binary(path: str | Path, member: str | None = None) -> Iterator[IO[byte
             if not matches:
                 raise DataFormatError(path, f"has no member {member!r}",
                                       expected=f"one of {names[:10]}")
-            with archive.open(matches[0]) as handle:
+            try:
+                opened = archive.open(matches[0])
+            except (OSError, *DECOMPRESSION_ERRORS) as error:  # a damaged archive's offsets
+                raise corrupt_file_error(path, error, matches[0]) from error
+            with opened as handle:
                 yield handle
         return
     if head[:2] == b"\x1f\x8b":
@@ -121,6 +159,16 @@ def open_binary(path: str | Path, member: str | None = None) -> Iterator[IO[byte
         return
     with open(path, "rb") as handle:
         yield handle
+
+
+def read_through(path: str | Path, member: str | None = None, chunk: int = 1 << 22) -> int:
+    """Read (and so decompress) the whole of a file or zip member; returns its size in bytes.
+    A damaged file raises ``DataFormatError`` (see ``open_binary``)."""
+    size = 0
+    with open_binary(path, member) as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            size += len(block)
+    return size
 
 
 @contextmanager

@@ -4,7 +4,9 @@
 Nothing here runs unless the user asks. Downloads stream to a temporary file beside the
 destination, are verified (sha256 and size where the published file's values are known, archive
 integrity and a format check otherwise) and only then moved into place, so an interrupted or
-failed download never leaves a file the loaders would read.
+failed download never leaves a file the loaders would read. An import is verified as a whole
+(decompressed and every record parsed by the dataset's own reader, ``DatasetEntry.verify``)
+before anything is replaced, so a broken file never replaces a good copy unless forced.
 
 Which datasets can be imported (the file-backed ones) and fetched (those with a fetch plan:
 ``census_plan``, ``movielens_plan``, ``amazon_plan`` below) is the dataset registry's
@@ -17,15 +19,24 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from userchoice.atomic import atomic_write
-from userchoice.data.common import DataFormatError, data_dir, open_binary, sha256_file
+from userchoice.atomic import atomic_write, current_umask
+from userchoice.data.common import (
+    DECOMPRESSION_ERRORS,
+    DataFormatError,
+    data_dir,
+    open_binary,
+    read_through,
+    sha256_file,
+)
 from userchoice.data.registry import DATASETS, DatasetEntry, DatasetOptionError
 
 STATE_FIPS = {
@@ -168,6 +179,9 @@ def verify(path: Path, item: Download) -> dict:
                 bad = archive.testzip()
         except zipfile.BadZipFile as error:
             raise DownloadError(f"{path.name}: not a valid zip archive ({error})") from error
+        except DECOMPRESSION_ERRORS as error:  # a member that does not decompress
+            raise DownloadError(f"{path.name}: corrupt archive ({type(error).__name__}: "
+                                f"{error})") from error
         if bad is not None:
             raise DownloadError(f"{path.name}: corrupt member {bad}")
         try:
@@ -222,6 +236,7 @@ def fetch(name: str, *, root: str | Path | None = None, force: bool = False,
                     f"file elsewhere and run:  userchoice data import {name} PATH"
                 ) from error
             record = verify(tmp, item)
+            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 → what open() would give
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
@@ -229,19 +244,88 @@ def fetch(name: str, *, root: str | Path | None = None, force: bool = False,
     return records
 
 
+class UnverifiedImportWarning(UserWarning):
+    """``import_file(..., force=True)`` imported a file that did not verify."""
+
+
+# A hidden temporary file of an import (``.<name>.<random>.tmp`` from the atomic write, or
+# ``.<name>.link``) untouched this long belongs to no live import: a running copy writes to its
+# file continuously and renames it the moment it is complete.
+STALE_TEMP_SECONDS = 600.0
+
+
+def remove_stale_temporaries(folder: str | Path, *, older_than: float = STALE_TEMP_SECONDS
+                             ) -> list[Path]:
+    """Remove the hidden temporary files a killed import left in ``folder`` (those not modified
+    for ``older_than`` seconds); returns what was removed. Visible files are never touched."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    now = time.time()
+    for path in folder.iterdir():
+        name = path.name
+        if not name.startswith(".") or not name.endswith((".tmp", ".link")):
+            continue
+        try:
+            info = path.lstat()
+            if not (path.is_symlink() or path.is_file()) or now - info.st_mtime < older_than:
+                continue
+            path.unlink()
+        except OSError:  # gone already (another import cleaning up), or not ours to remove
+            continue
+        removed.append(path)
+    return removed
+
+
+def verify_import(name: str, source: str | Path) -> dict:
+    """Check a whole file as ``data import`` does, without importing it: decompressed fully and
+    read by the dataset's own check (``DatasetEntry.verify``: every rating / row / review
+    parsed, ranges and required columns checked), or, for a dataset that declares none, only
+    decompressed. Raises ``DataFormatError`` naming the file; returns the check's summary."""
+    entry = _entry(name)
+    source = Path(source).expanduser()
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no such file")
+    check = entry.verify_function()
+    if check is None:
+        size = read_through(source)
+        if size == 0:
+            raise DataFormatError(source, "is empty")
+        return {"bytes_read": size}
+    return dict(check(source) or {})
+
+
 def import_file(name: str, source: str | Path, *, root: str | Path | None = None,
-                link: bool = False) -> Path:
-    """Copy (or symlink) a local file into ``<data dir>/<name>/`` after a format check."""
+                link: bool = False, force: bool = False) -> Path:
+    """Copy (or symlink) a local file into ``<data dir>/<name>/`` after verifying all of it
+    (``verify_import``).
+
+    A file that does not verify is not imported (``DataFormatError``; a copy already in place
+    under that name is kept as it was), unless ``force``: then it is imported anyway, with an
+    ``UnverifiedImportWarning``. The copy is written to a hidden temporary file and renamed into
+    place only when complete; hidden temporary files a killed import left behind are removed
+    first (``remove_stale_temporaries``).
+    """
     _entry(name)
     source = Path(source).expanduser()
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no such file")
-    with open_binary(source) as handle:  # rejects HTML pages and broken archives early
-        if not handle.read(1):
-            raise DataFormatError(source, "is empty")
     target_dir = data_dir(root) / name
-    target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / source.name
+    try:
+        verify_import(name, source)
+    except DataFormatError as error:
+        kept = (f"; the copy already in place, {target}, is kept as it was"
+                if target.exists() or target.is_symlink() else "")
+        if not force:
+            raise DataFormatError(
+                source, f"was not imported: {error}{kept}. Import a good copy, or pass "
+                        f"--force (force=True) to import this file anyway") from error
+        warnings.warn(f"{source} does not verify ({error}); imported anyway (force)",
+                      UnverifiedImportWarning, stacklevel=2)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target_dir)
     if link:
         tmp = target.with_name(f".{target.name}.link")
         tmp.unlink(missing_ok=True)

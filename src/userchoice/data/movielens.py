@@ -15,7 +15,10 @@ plain, gzipped, or inside the official zips (``ml-100k.zip`` → ``u.data``, ``m
 ``ml-10M100K/ratings.dat``, ``ml-latest*.zip`` → ``ratings.csv``). Parsing is one pass of pandas'
 C reader over the decompressed bytes (``::`` is first rewritten to a tab); only when that pass
 fails or yields a missing/non-numeric value is the file scanned line by line to name the first
-bad line, so well-formed files pay nothing for the diagnosis.
+bad line, so well-formed files pay nothing for the diagnosis. Every rating must lie on the
+release's star scale (``RATING_SCALES``: ML-100K/1M 1–5 whole stars, ML-10M and later 0.5–5 in
+halves; the release is told from the archive or folder name, 0.5–5 in halves when none names
+it): −1, 0, 6 or 1e9 is a ``DataFormatError`` naming the file, line and value.
 
 Matrix factorisation: ``fit_biased_mf`` is scikit-surprise's ``SVD`` algorithm (r̂ = μ + b_u + b_i
 + p_uᵀq_i, plain per-rating SGD, same initial draws from ``numpy.random.RandomState(seed)``, same
@@ -31,6 +34,7 @@ import csv
 import gzip
 import io
 import math
+import re
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -58,6 +62,61 @@ ARCHIVE_GROUPS = (("ml-10m.zip", "ml-1m.zip"),
 FETCH_HINT = ("Get it with:  userchoice data fetch movielens --variant ml-10m\n"
               "or use a local copy:  userchoice data import movielens /path/to/ratings.dat")
 _BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True)
+class RatingScale:
+    """The star ratings a MovieLens release allows: ``low`` to ``high`` in steps of ``step``."""
+
+    name: str
+    low: float
+    high: float
+    step: float
+
+    def holds(self, values: np.ndarray | float) -> np.ndarray:
+        values = np.asarray(values, dtype=np.float64)
+        units = values / self.step
+        with np.errstate(invalid="ignore"):
+            return (values >= self.low) & (values <= self.high) & (np.floor(units) == units)
+
+    @property
+    def expected(self) -> str:
+        steps = "whole stars" if self.step == 1 else f"steps of {self.step:g}"
+        return f"a rating from {self.low:g} to {self.high:g} in {steps} ({self.name})"
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "low": self.low, "high": self.high, "step": self.step}
+
+
+_WHOLE = ("ML-100K/ML-1M", 1.0, 5.0, 1.0)
+_HALVES = ("ML-10M/ML-latest/ML-25M/ML-32M", 0.5, 5.0, 0.5)
+# Each release's scale (GroupLens READMEs): whole stars up to ML-1M, half stars from ML-10M on.
+RATING_SCALES = {
+    "ml-100k": RatingScale(*_WHOLE), "ml-1m": RatingScale(*_WHOLE),
+    "ml-10m": RatingScale(*_HALVES), "ml-latest-small": RatingScale(*_HALVES),
+    "ml-latest": RatingScale(*_HALVES), "ml-25m": RatingScale(*_HALVES),
+    "ml-32m": RatingScale(*_HALVES),
+}
+# A file whose release cannot be told from its name gets the widest MovieLens scale.
+ANY_SCALE = RatingScale("MovieLens, release not known from the file name", 0.5, 5.0, 0.5)
+_RELEASE_NAME = re.compile(r"^ml-(100k|1m|10m|10m100k|latest-small|latest|25m|32m)$")
+
+
+def rating_scale(path: str | Path, member: str | None = None) -> RatingScale:
+    """The rating scale of a ratings file, from the release named by the archive, the folder
+    or the zip member's folder (``ml-100k.zip``, ``ml-1m/ratings.dat``, ``ml-10M100K/...``);
+    ``ANY_SCALE`` (0.5–5 in halves, every release's ratings) when none names one."""
+    path = Path(path)
+    names = [path.parent.name, path.name, *(member or "").split("/")[:-1]]
+    for name in reversed(names):
+        stem = name.lower()
+        for suffix in (".gz", ".zip"):
+            stem = stem.removesuffix(suffix)
+        found = _RELEASE_NAME.match(stem)
+        if found:
+            release = "ml-10m" if found[1] == "10m100k" else f"ml-{found[1]}"
+            return RATING_SCALES[release]
+    return ANY_SCALE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,10 +162,10 @@ def _choose_member(path: Path, member: str | None) -> str | None:
 
 
 def _read_bytes(path: Path, member: str | None) -> bytes:
-    with common.open_binary(path, member) as handle:
+    with common.open_binary(path, member) as handle:  # decompression errors → DataFormatError
         data = handle.read()
-    if member is not None and member.endswith(".gz"):
-        data = gzip.decompress(data)
+        if member is not None and member.endswith(".gz"):
+            data = gzip.decompress(data)
     return data
 
 
@@ -144,8 +203,10 @@ def _detect_format(path: Path, data: bytes) -> tuple[RatingsFormat, int]:
     return RatingsFormat(style, separator, header, len(fields)), lineno
 
 
-def _bad_line(path: Path, member: str | None, fmt: RatingsFormat) -> DataFormatError | None:
-    """The first line that breaks ``fmt`` (a slow scan, run only after the fast parse failed)."""
+def _bad_line(path: Path, member: str | None, fmt: RatingsFormat,
+              scale: RatingScale | None = None) -> DataFormatError | None:
+    """The first line that breaks ``fmt`` or has a rating off ``scale`` (a slow scan, run only
+    after the fast parse or range check failed)."""
     expected = f"{fmt.n_fields} {fmt.separator!r}-separated fields: " + ", ".join(
         FIELDS[: fmt.n_fields])
     with common.open_binary(path, member) as handle:
@@ -173,12 +234,17 @@ def _bad_line(path: Path, member: str | None, fmt: RatingsFormat) -> DataFormatE
                     return DataFormatError(path, f"{name} {text.strip()[:40]!r} is not {kind} "
                                            f"in {line[:80]!r}", line=lineno, column=name,
                                            expected=expected)
+                if name == "rating" and scale is not None and not scale.holds(value):
+                    return DataFormatError(path, f"rating {text.strip()[:40]!r} is outside the "
+                                           f"star range in {line[:80]!r}", line=lineno,
+                                           column="rating", expected=scale.expected)
     return None
 
 
-def _parse(path: Path, member: str | None, data: bytes, fmt: RatingsFormat) -> pd.DataFrame:
+def _parse(path: Path, member: str | None, data: bytes, fmt: RatingsFormat,
+           scale: RatingScale) -> pd.DataFrame:
     """``data`` with "::" already rewritten to tabs (the caller does it, so that only one copy
-    of the file's bytes is alive)."""
+    of the file's bytes is alive); every rating must lie on ``scale``."""
     separator = "\t" if fmt.separator == "::" else fmt.separator
     names = list(FIELDS[: fmt.n_fields])
     problem = None
@@ -195,39 +261,76 @@ def _parse(path: Path, member: str | None, data: bytes, fmt: RatingsFormat) -> p
         if (all(np.isfinite(v).all() for v in (user, item, rating))
                 and (np.floor(user) == user).all() and (np.floor(item) == item).all()
                 and (fmt.n_fields == 3 or not frame["timestamp"].isna().any())):
-            return pd.DataFrame({"user": user.astype(np.int64), "item": item.astype(np.int64),
-                                 "rating": rating})
-        problem = "a missing, non-finite or non-integer value"
-    error = _bad_line(path, member, fmt)
+            off_scale = np.flatnonzero(~scale.holds(rating))
+            if not off_scale.size:
+                return pd.DataFrame({"user": user.astype(np.int64),
+                                     "item": item.astype(np.int64), "rating": rating})
+            problem = (f"{off_scale.size} ratings outside the star range, the first "
+                       f"{rating[off_scale[0]]:g}")
+            expected = scale.expected
+        else:
+            problem = "a missing, non-finite or non-integer value"
+            expected = EXPECTED_LINE
+    else:
+        expected = EXPECTED_LINE
+    error = _bad_line(path, member, fmt, scale)
     if error is None:  # the scan found nothing the fast parser objected to: report it as is
-        error = DataFormatError(path, f"could not be parsed ({problem})", expected=EXPECTED_LINE)
+        error = DataFormatError(path, f"could not be parsed ({problem})", expected=expected)
     raise error
 
 
-def read_ratings(path: str | Path, *, member: str | None = None) -> pd.DataFrame:
+def read_ratings(path: str | Path, *, member: str | None = None,
+                 scale: RatingScale | str | None = None) -> pd.DataFrame:
     """Read a MovieLens ratings file into a DataFrame with columns user, item (int64) and
     rating (float64), in file order.
 
     ``path`` may be plain, gzipped or a zip (its ratings member is found by name unless
-    ``member`` is given). The detected format is in ``frame.attrs["format"]`` (and the zip member
-    in ``frame.attrs["member"]``). Raises ``DataFormatError`` naming the file, the line and what
-    was expected for a malformed line, an empty file or an HTML page saved in its place.
+    ``member`` is given). Every rating must lie on the release's star scale (``scale``: a
+    ``RatingScale``, a release name such as ``"ml-1m"``, or None to tell it from the file name,
+    see ``rating_scale``). The detected format is in ``frame.attrs["format"]``, the scale in
+    ``frame.attrs["rating_scale"]`` (and the zip member in ``frame.attrs["member"]``). Raises
+    ``DataFormatError`` naming the file, the line and what was expected for a malformed line, a
+    rating off the scale, an empty file, a truncated or corrupt gzip/zip or an HTML page saved
+    in its place.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     member = _choose_member(path, member)
+    if isinstance(scale, str):
+        if scale not in RATING_SCALES:
+            raise ValueError(f"scale must be one of {list(RATING_SCALES)}, got {scale!r}")
+        scale = RATING_SCALES[scale]
+    scale = rating_scale(path, member) if scale is None else scale
     data = _read_bytes(path, member)
     data = data.removeprefix(_BOM)
     fmt, _ = _detect_format(path, data)
     if fmt.separator == "::":
         data = data.replace(b"::", b"\t")
-    frame = _parse(path, member, data, fmt)
+    frame = _parse(path, member, data, fmt, scale)
     del data
     common.check_nonempty(path, len(frame), "ratings")
     frame.attrs["format"] = fmt.describe()
     frame.attrs["member"] = member
+    frame.attrs["rating_scale"] = scale.describe()
     return frame
+
+
+def verify_file(path: str | Path) -> dict[str, Any]:
+    """What ``userchoice data import movielens`` checks before it replaces anything: the whole
+    file decompressed and every line parsed, ratings on the release's star scale
+    (``DataFormatError`` otherwise), no user rating a movie twice. Returns a summary."""
+    frame = read_ratings(path)
+    repeated = frame.duplicated(["user", "item"]).to_numpy()
+    if repeated.any():
+        row = int(np.flatnonzero(repeated)[0])
+        user, item = int(frame["user"].iat[row]), int(frame["item"].iat[row])
+        raise DataFormatError(path, f"user {user} rates movie {item} more than once "
+                                    f"({int(repeated.sum())} repeated user-movie pairs)",
+                              expected="one rating per user and movie")
+    return {"ratings": len(frame), "users": int(frame["user"].nunique()),
+            "movies": int(frame["item"].nunique()), "format": frame.attrs["format"],
+            "member": frame.attrs["member"], "rating_scale": frame.attrs["rating_scale"]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,6 +573,7 @@ def load_movielens(path: str | Path | None = None, *, data_dir: str | Path | Non
     frame = read_ratings(path)
     matrix = ratings_matrix(frame, n_movies)
     fmt, member = frame.attrs["format"], frame.attrs["member"]
+    scale = frame.attrs["rating_scale"]
     del frame
     model = fit_biased_mf(matrix.rows, matrix.cols, matrix.values, n_users=len(matrix.user_ids),
                           n_items=len(matrix.movie_ids), n_factors=n_factors, n_epochs=mf_epochs,
@@ -481,6 +585,7 @@ def load_movielens(path: str | Path | None = None, *, data_dir: str | Path | Non
         "files": [common.file_record(path)],
         "member": member,
         "format": fmt,
+        "rating_scale": scale,
         "ratings_read": matrix.n_ratings_read,
         "users_read": matrix.n_users_read,
         "movies_read": matrix.n_movies_read,

@@ -9,8 +9,10 @@ An entry (``DatasetEntry``) says how to load a dataset and what the loader retur
 
 ``file_backed`` entries read files: the loader is called as ``loader(path, data_dir=...,
 **options)`` (``path`` = the config's ``data.path``, None to search ``<data dir>/<name>/``); they
-can be imported into the data directory (``userchoice data import``) and, when they have a
-``fetch_plan`` (``(**options) -> list[Download]``), downloaded (``userchoice data fetch``).
+can be imported into the data directory (``userchoice data import``, which first checks the
+whole file with the entry's ``verify`` (``(path) -> summary``, raising ``DataFormatError``), or,
+without one, only decompresses it fully) and, when they have a ``fetch_plan``
+(``(**options) -> list[Download]``), downloaded (``userchoice data fetch``).
 ``market_args`` names fields of the config's ``market`` section passed to the loader
 (``mixture`` gets ``n_learners``). The loader's other keyword parameters are its options
 (``data.options``); ``check_options`` rejects any other key, naming the allowed ones.
@@ -109,6 +111,7 @@ class DatasetEntry:
     market_args: tuple[str, ...] = ()  # market-section fields passed to the loader
     path_options: tuple[str, ...] = ()  # options naming files (beyond the path-token defaults)
     fetch_plan: Callable[..., Any] | str | None = None  # (**options) -> list[fetch.Download]
+    verify: Callable[..., Any] | str | None = None  # (path) -> summary; checked before import
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -148,6 +151,12 @@ class DatasetEntry:
         if self.fetch_plan is None:
             raise RegistryError(f"dataset {self.name!r} has no fetch plan")
         return _resolve(self.fetch_plan, f"dataset {self.name!r}: fetch plan")
+
+    def verify_function(self) -> Callable[..., Any] | None:
+        """The whole-file check ``data import`` runs (None: the entry declares none)."""
+        if self.verify is None:
+            return None
+        return _resolve(self.verify, f"dataset {self.name!r}: verify")
 
     def _reserved(self) -> dict[str, str]:
         """Loader parameters that are not options, and where their value comes from."""
@@ -214,7 +223,7 @@ def entry_from_loader(name: str, loader: Any) -> DatasetEntry:
         file_backed="data_dir" in params,
         market_args=tuple(a for a in MARKET_ARGS if a in params),
         path_options=tuple(getattr(loader, "path_options", ())),
-        fetch_plan=getattr(loader, "fetch_plan", None))
+        fetch_plan=getattr(loader, "fetch_plan", None), verify=getattr(loader, "verify", None))
 
 
 class DatasetRegistry(Registry[DatasetEntry]):
@@ -260,10 +269,11 @@ DATASETS = DatasetRegistry("dataset")
 def register_dataset(name: str, loader: Callable[..., Any] | str, *, kind: Kind = "dataset",
                      description: str = "", file_backed: bool = False,
                      market_args: tuple[str, ...] = (), path_options: tuple[str, ...] = (),
-                     fetch_plan: Callable[..., Any] | str | None = None) -> DatasetEntry:
+                     fetch_plan: Callable[..., Any] | str | None = None,
+                     verify: Callable[..., Any] | str | None = None) -> DatasetEntry:
     """Register a dataset with every field explicit; returns its entry."""
     entry = DatasetEntry(name, loader, kind, description, file_backed, tuple(market_args),
-                         tuple(path_options), fetch_plan)
+                         tuple(path_options), fetch_plan, verify)
     DATASETS.register(name, entry)
     return entry
 
@@ -277,15 +287,16 @@ def get_dataset(name: str) -> DatasetEntry:
 register_dataset(
     "census", "userchoice.data.census:load_census", file_backed=True,
     description="US Census ACS person records (PUMS) as a folktables task, e.g. ACSEmployment",
-    fetch_plan="userchoice.data.fetch:census_plan")
+    fetch_plan="userchoice.data.fetch:census_plan", verify="userchoice.data.census:verify_file")
 register_dataset(
     "movielens", "userchoice.data.movielens:load_movielens", file_backed=True,
     description="MovieLens ratings: x = MF user factors, y = ratings of the most-rated movies",
-    fetch_plan="userchoice.data.fetch:movielens_plan")
+    fetch_plan="userchoice.data.fetch:movielens_plan",
+    verify="userchoice.data.movielens:verify_file")
 register_dataset(
     "amazon", "userchoice.data.amazon:load_amazon", file_backed=True,
     description="Amazon reviews: x = review-text embedding, y = 1[rating ≥ 4], by category",
-    fetch_plan="userchoice.data.fetch:amazon_plan")
+    fetch_plan="userchoice.data.fetch:amazon_plan", verify="userchoice.data.amazon:verify_file")
 register_dataset(
     "trap", "userchoice.theory:trap_market", kind="market",
     description="synthetic two-group regression market (the overspecialisation trap)")

@@ -3,13 +3,22 @@
 Unknown or invalid fields are errors naming the field path, the value and what is allowed.
 List-valued knobs expand to a grid (``seed: 15`` means seeds 0..14); ``static_grid`` sweeps
 fields that change compiled shapes (e.g. ``probing.n_probe``), one engine group per value.
+
+Inputs that cannot hurt: configs are UTF-8; the YAML reader refuses anchors, aliases, merge
+keys and duplicate keys (nothing can expand, no key is silently replaced); every count (steps,
+seeds, grid size, batch and probe sizes, learners, synthetic users) is checked against memory
+and time estimates (``size_estimates``, ``size_problems``) before anything is built; numbers in
+``*.options`` are finite; a name cannot leave the results folder.
 """
 
 from __future__ import annotations
 
 import copy
 import importlib
+import math
 import re
+import reprlib
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -36,8 +45,52 @@ from userchoice.registry import RegistryError
 from userchoice.schedules import NORMALISATIONS, SCHEDULES
 
 
+class YAMLRefused(yaml.MarkedYAMLError):
+    """A YAML feature configs may not use: anchors and aliases (``&a`` / ``*a``: a "billion
+    laughs" bomb is a few lines of them), merge keys (``<<``) and duplicate mapping keys."""
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads YAML 1.2 floats such as ``1e-3`` (YAML 1.1 wants ``1.0e-3``)."""
+    """SafeLoader that also reads YAML 1.2 floats such as ``1e-3`` (YAML 1.1 wants ``1.0e-3``),
+    and refuses anchors, aliases, merge keys and duplicate keys (``YAMLRefused``, with the
+    line): nothing a config holds can expand, and no key is silently replaced."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise YAMLRefused(problem=f"found the alias *{event.anchor}: YAML anchors and "
+                              "aliases (&name, *name) are not allowed in configs; write the "
+                              "value out", problem_mark=event.start_mark)
+        if getattr(event, "anchor", None) is not None:
+            raise YAMLRefused(problem=f"found the anchor &{event.anchor}: YAML anchors and "
+                              "aliases (&name, *name) are not allowed in configs; write the "
+                              "value out", problem_mark=event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+        if not isinstance(node, yaml.MappingNode):
+            return super().construct_mapping(node, deep=deep)  # the base class's error
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise YAMLRefused(problem="YAML merge keys (<<) are not allowed in configs",
+                                  problem_mark=key_node.start_mark)
+            if key_node.tag == "tag:yaml.org,2002:value":  # a key "=", as SafeLoader reads it
+                key_node.tag = "tag:yaml.org,2002:str"
+        mapping: dict = {}
+        lines: dict = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark, "found unhashable key",
+                    key_node.start_mark)
+            if key in mapping:
+                raise YAMLRefused(problem=f"duplicate key {key!r} (first at line "
+                                  f"{lines[key] + 1}); each key may appear once",
+                                  problem_mark=key_node.start_mark)
+            lines[key] = key_node.start_mark.line
+            mapping[key] = self.construct_object(value_node, deep=deep)
+        return mapping
 
 
 _Loader.add_implicit_resolver(
@@ -52,17 +105,49 @@ _Loader.add_implicit_resolver(
 
 
 def yaml_load(text: str) -> Any:
-    """The package's one YAML reader (configs, overrides): safe, and YAML 1.2 floats."""
+    """The package's one YAML reader (configs, overrides): safe, YAML 1.2 floats, no anchors,
+    aliases, merge keys or duplicate keys (``YAMLRefused``, a ``yaml.YAMLError``)."""
     return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
 
 
+def _where(error: yaml.YAMLError) -> str:
+    mark = getattr(error, "problem_mark", None)
+    return "" if mark is None else f", line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _config_text(path: Path) -> str:
+    """A config file's text: UTF-8 (a UTF-8 byte-order mark is allowed), else a
+    ``ConfigError`` saying so."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error.strerror or error}") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data[:4096]:
+        raise ConfigError(f"config {path} is not UTF-8 text (it looks like UTF-16); configs "
+                          f"must be UTF-8: save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise ConfigError(f"config {path} is not UTF-8 text (byte 0x{data[error.start]:02x} "
+                          f"at line {line} is not UTF-8; Latin-1 or another encoding?); "
+                          f"configs must be UTF-8: save it as UTF-8") from None
+
+
 def read_yaml_file(path: str | Path) -> Any:
-    """A YAML file through ``yaml_load``; a missing or malformed file is a ``ConfigError``."""
+    """A YAML file through ``yaml_load``; a missing, unreadable, non-UTF-8 or malformed file,
+    or one using anchors, aliases or duplicate keys, is a ``ConfigError`` naming the file (and
+    the line)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a folder, not a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    text = _config_text(path)
     try:
-        return yaml_load(path.read_text())
+        return yaml_load(text)
+    except YAMLRefused as error:
+        raise ConfigError(f"config {path}{_where(error)}: {error.problem}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"config {path} is not valid YAML: {error}") from None
 
@@ -82,6 +167,37 @@ NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 
 
+def _non_finite(value: Any, path: str) -> tuple[str, float] | None:
+    """The first nan or ±inf inside ``value`` (nested mappings and lists), with its path."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value
+    if isinstance(value, dict):
+        items = ((f"{path}.{key}", item) for key, item in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{path}[{index}]", item) for index, item in enumerate(value))
+    else:
+        return None
+    for where, item in items:
+        found = _non_finite(item, where)
+        if found is not None:
+            return found
+    return None
+
+
+def _finite_options(section: str) -> AfterValidator:
+    """``<section>.options``: every number in it finite (``gap: .nan`` would make every run
+    diverge); the message names the option's path."""
+
+    def check(options: dict[str, Any]) -> dict[str, Any]:
+        found = _non_finite(options, f"{section}.options")
+        if found is not None:
+            raise ValueError(f"{found[0]} is {found[1]!r}: numbers in {section}.options must be "
+                             f"finite (no nan or inf)")
+        return options
+
+    return AfterValidator(check)
+
+
 class DataConfig(_Strict):
     """``dataset``: a name in the dataset registry (``userchoice.data.registry.DATASETS``) or
     the import path ``package.module:function`` of a user's own loader (imported here, to check
@@ -91,7 +207,8 @@ class DataConfig(_Strict):
 
     dataset: str
     path: str | list[str] | None = None  # default: the data directory's folder for the dataset
-    options: dict[str, Any] = Field(default_factory=dict)  # passed to the loader
+    # passed to the loader
+    options: Annotated[dict[str, Any], _finite_options("data")] = Field(default_factory=dict)
 
     @field_validator("dataset")
     @classmethod
@@ -107,7 +224,7 @@ class MarketConfig(_Strict):
     preferences: Literal[PREFERENCE_MODES] | None = None  # None: the dataset's own (synthetic)
     n_learners: Count
     attribute: str | None = None  # for category / feature preferences
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: Annotated[dict[str, Any], _finite_options("market")] = Field(default_factory=dict)
 
 
 def _registered(registry: Any, resolve: Any = None) -> AfterValidator:
@@ -131,12 +248,13 @@ MetricName = Annotated[str, _registered(METRICS)]
 
 class LearnerConfig(_Strict):
     family: FamilyName = "logistic"
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: Annotated[dict[str, Any], _finite_options("learner")] = Field(default_factory=dict)
 
 
 class InitConfig(_Strict):
     kind: Literal["random", "erm"] = "random"
-    options: dict[str, Any] = Field(default_factory=dict)  # passed to erm_init
+    # passed to erm_init
+    options: Annotated[dict[str, Any], _finite_options("init")] = Field(default_factory=dict)
 
 
 class EngineConfig(_Strict):
@@ -220,8 +338,205 @@ def import_plugins(modules: Any) -> None:
             raise ValueError(f"plugins: cannot import {module!r}: {error}") from None
 
 
+# ---------------------------------------------------------------------------------------------
+# Size bounds: every count of a config, checked against memory and time estimates
+# ---------------------------------------------------------------------------------------------
+
+MEMORY_LIMIT = 64e9  # bytes: the most one structure of a sweep may need
+TIME_LIMIT = 7 * 24 * 3600.0  # seconds of simulation, at UPDATE_RATE
+UPDATE_RATE = 1e9  # learner-user gradient terms per second: optimistic (≈ 10× two CPU cores)
+INDEX_LIMIT = 2**31 - 1  # the engine's step counter and user indices are int32
+ROW_BYTES = 200  # one row of the learners table in memory (≈ 20 columns)
+RUN_BYTES = 2048  # planning one run: its id, its row, its knob values
+# What the paper uses, roughly: the field furthest above its typical value is the one named.
+_TYPICAL = {"runs": 1e3, "engine.steps": 1e4, "engine.eval_every": 1e-2, "market.n_learners": 10,
+            "engine.batch_size": 1e3, "probing.n_probe": 1e4, "probing.probe_batch": 1e3,
+            "data.options.n_users": 1e6, "probing.refresh_every": 1e-2,
+            "data.options.dim": 1e3, "init.options.steps": 1e4}
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _static_values(config: Any, key: str, current: Any) -> list[Any]:
+    return [current, *config.static_grid.get(key, [])]
+
+
+def _bytes_text(n: float) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n / 1e3:.3g} kB"
+
+
+def _hours_text(seconds: float) -> str:
+    return f"{seconds / 3600:.3g} hours"
+
+
+def size_estimates(config: Any) -> dict[str, Any]:
+    """The counts of a validated config (the largest over its ``static_grid``) and what they
+    cost: memory of the results tables, of planning the runs, of one run's working set and of
+    a synthetic market's data, and the simulation time at ``UPDATE_RATE``. Nothing is built:
+    sizes come from the knob table's grid axes and the engine's shapes (``engine.spec``'s
+    ``bytes_per_run``, with at least one feature when the data's width is not known yet)."""
+    axes: dict[str, int] = {}
+    for name in SCALAR_KNOBS:
+        value = getattr(config.knobs, name)
+        if BY_NAME[name].kind == "seed" and _count(value) is not None:
+            axes[f"knobs.{name}"] = value
+        else:
+            axes[f"knobs.{name}"] = len(value) if isinstance(value, list) else 1
+    for key, values in config.static_grid.items():
+        axes[f"static_grid[{key!r}]"] = len(values)
+    runs = math.prod(axes.values())
+
+    def largest(key: str, default: int = 0) -> int:
+        section, field = key.split(".")
+        node = getattr(config, section)
+        base = default if node is None else getattr(node, field)
+        return max((_count(v) or 0) for v in _static_values(config, key, base))
+
+    steps = largest("engine.steps")
+    eval_every = min((_count(v) or steps) for v in _static_values(
+        config, "engine.eval_every", config.engine.eval_every))
+    batch = largest("engine.batch_size")
+    n = config.market.n_learners
+    probing = config.probing
+    probers = 0 if probing is None else max(
+        len(v) if isinstance(v, list) else 0
+        for v in _static_values(config, "probing.probers", probing.probers))
+    n_probe = largest("probing.n_probe") if probing else 0
+    probe_batch = largest("probing.probe_batch") if probing else 0
+    refresh = 0 if probing is None else min(
+        (_count(v) or 0) for v in _static_values(config, "probing.refresh_every",
+                                                 probing.refresh_every))
+    dtypes = _static_values(config, "engine.dtype", config.engine.dtype)
+    itemsize = 8 if "float64" in dtypes else 4
+    options = config.data.options
+    users = _count(options.get("n_users"))
+    fraction = options.get("test_fraction", 0.25)
+    fraction = fraction if isinstance(fraction, float) and 0 < fraction < 1 else 0.25
+    n_test = 0 if users is None else int(users * fraction)
+    features = max(1, _count(options.get("dim")) or 1)
+    width = max(1, _count(config.learner.options.get("hidden")) or 1)
+    init_steps = 0
+    if config.init.kind == "erm":
+        init_steps = _count(config.init.options.get("steps")) or 0
+    evals = steps // eval_every + 2
+    rows = n_test + batch + probers * (n_probe + probe_batch)
+    work = runs * (steps * n * (2 * batch + probers * probe_batch)
+                   + evals * n * (n_test + probers * n_probe)
+                   + (0 if not refresh else steps // refresh) * n * probers * n_probe)
+    # The ERM fit (gradient steps over each learner's users: at least batch_size users in all).
+    work += init_steps * max(batch, (users or 0) - n_test) * features
+    return {
+        "axes": axes, "runs": runs, "steps": steps, "eval_every": eval_every, "evals": evals,
+        "batch_size": batch, "n_learners": n, "probers": probers, "n_probe": n_probe,
+        "probe_batch": probe_batch, "refresh_every": refresh, "n_users": users,
+        "init_steps": init_steps,
+        "n_test": n_test, "features": features, "width": width, "itemsize": itemsize,
+        "results_bytes": runs * evals * n * ROW_BYTES,
+        "plan_bytes": runs * RUN_BYTES,
+        "run_bytes": 6 * n * rows * (width + features) * itemsize,
+        "data_bytes": 0 if users is None else users * (features + n + 4) * 8 * 4,
+        "seconds": work / UPDATE_RATE,
+    }
+
+
+def size_problems(config: Any) -> list[str]:
+    """One message per count that would exceed ``MEMORY_LIMIT``, ``TIME_LIMIT`` or the
+    engine's int32 indices; each names the field most responsible and the estimate."""
+    e = size_estimates(config)
+    axis, axis_size = max(e["axes"].items(), key=lambda item: item[1])
+    values = {"runs": e["runs"], "engine.steps": e["steps"],
+              "engine.eval_every": 1 / e["eval_every"], "market.n_learners": e["n_learners"],
+              "engine.batch_size": e["batch_size"], "probing.n_probe": e["probers"] * e["n_probe"],
+              "probing.probe_batch": e["probers"] * e["probe_batch"],
+              "data.options.n_users": e["n_users"] or 0,
+              "probing.refresh_every": 1 / e["refresh_every"] if e["refresh_every"] else 0,
+              "data.options.dim": e["features"], "init.options.steps": e["init_steps"]}
+    shown = {"runs": f"{axis} = {axis_size} ({e['runs']} runs in the grid)",
+             "engine.eval_every": f"engine.eval_every = {e['eval_every']}",
+             "probing.n_probe": f"probing.n_probe = {e['n_probe']}",
+             "probing.probe_batch": f"probing.probe_batch = {e['probe_batch']}",
+             "probing.refresh_every": f"probing.refresh_every = {e['refresh_every']}",
+             "engine.steps": f"engine.steps = {e['steps']}",
+             "engine.batch_size": f"engine.batch_size = {e['batch_size']}",
+             "market.n_learners": f"market.n_learners = {e['n_learners']}",
+             "data.options.n_users": f"data.options.n_users = {e['n_users']}",
+             "data.options.dim": f"data.options.dim = {e['features']}",
+             "init.options.steps": f"init.options.steps = {e['init_steps']}"}
+
+    def culprit(*keys: str) -> str:
+        return shown[max(keys, key=lambda k: values[k] / _TYPICAL[k])]
+
+    memory = f"the limit is {_bytes_text(MEMORY_LIMIT)}"
+    per_step = 2 * e["batch_size"] + e["probers"] * e["probe_batch"]
+    checks = [
+        (e["results_bytes"] > MEMORY_LIMIT,
+         culprit("runs", "engine.steps", "engine.eval_every", "market.n_learners"),
+         f"≈ {_bytes_text(e['results_bytes'])} for the evaluation list and results tables "
+         f"({e['runs']} runs × {e['evals']} evaluation points × {e['n_learners']} learners; "
+         f"{memory})"),
+        (e["plan_bytes"] > MEMORY_LIMIT, culprit("runs"),
+         f"≈ {_bytes_text(e['plan_bytes'])} to plan {e['runs']} runs ({memory})"),
+        (e["run_bytes"] > MEMORY_LIMIT,
+         culprit("market.n_learners", "engine.batch_size", "probing.n_probe",
+                 "probing.probe_batch", "data.options.n_users", "data.options.dim"),
+         f"at least ≈ {_bytes_text(e['run_bytes'])} of working memory for one run "
+         f"({e['n_learners']} learners × ({e['batch_size']} batch users + {e['probers']} × "
+         f"({e['n_probe']} + {e['probe_batch']}) probe users + {e['n_test']} test users); "
+         f"{memory})"),
+        (e["data_bytes"] > MEMORY_LIMIT,
+         culprit("data.options.n_users", "market.n_learners", "data.options.dim"),
+         f"≈ {_bytes_text(e['data_bytes'])} for the market's data ({e['n_users']} users × "
+         f"{e['n_learners']} learners; {memory})"),
+        (e["seconds"] > TIME_LIMIT,
+         culprit("runs", "engine.steps", "market.n_learners", "engine.batch_size",
+                 "probing.probe_batch", "probing.n_probe", "probing.refresh_every",
+                 "init.options.steps", "data.options.dim"),
+         f"≈ {_hours_text(e['seconds'])} of simulation at {UPDATE_RATE:.0e} learner-user "
+         f"updates per second ({e['runs']} runs × {e['steps']} steps × {e['n_learners']} "
+         f"learners × {per_step} user gradients per step, plus evaluations and the ERM fit; "
+         f"the limit is "
+         f"{_hours_text(TIME_LIMIT)})"),
+    ]
+    problems: dict[str, list[str]] = {}
+    for failed, field, text in checks:
+        if failed:
+            problems.setdefault(field, []).append(f"needs {text}")
+    for key, value in (("engine.steps", e["steps"]), ("engine.batch_size", e["batch_size"]),
+                       ("probing.n_probe", e["n_probe"]),
+                       ("probing.probe_batch", e["probe_batch"]),
+                       ("data.options.n_users", e["n_users"] or 0)):
+        if value > INDEX_LIMIT:
+            problems.setdefault(shown[key], []).append(
+                f"exceeds the engine's 32-bit indices (the limit is {INDEX_LIMIT})")
+    return [f"{field} {', and '.join(texts)}" for field, texts in problems.items()]
+
+
+NAME_LENGTH = 100
+
+
+def _check_name(name: str) -> str:
+    """A config's name names its results folder (``results/<name>``) and files: letters,
+    digits, ``_``, ``.`` and ``-`` only, not starting with a dot (so never ``.`` or ``..``,
+    never a hidden folder), at most ``NAME_LENGTH`` characters."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError("a name may hold only letters, digits, '_', '.' and '-' (it names "
+                         "the results folder)")
+    if name.startswith("."):
+        raise ValueError("a name must not start with '.' ('.' and '..' would write outside "
+                         "results/, '.x' would hide the folder)")
+    if len(name) > NAME_LENGTH:
+        raise ValueError(f"a name may have at most {NAME_LENGTH} characters, this one has "
+                         f"{len(name)}")
+    return name
+
+
 class ExperimentConfig(_Strict):
-    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    name: Annotated[str, Field(min_length=1), AfterValidator(_check_name)]
     description: str = ""
     # Modules imported before the rest is validated (they register plug-ins by name).
     plugins: list[str] = Field(default_factory=list)
@@ -275,6 +590,9 @@ class ExperimentConfig(_Strict):
                 except ValidationError as error:
                     reason = error.errors()[0]["msg"]
                     raise ValueError(f"static_grid[{key!r}] value {value!r}: {reason}") from None
+        problems = size_problems(self)
+        if problems:
+            raise ValueError("\n  ".join(problems))
         return self
 
 
@@ -312,10 +630,19 @@ def _format_error(error: ValidationError, source: str, raw: Any) -> str:
             continue
         seen.add(where)
         value = item.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
         message = item["msg"].removeprefix("Value error, ")
+        if not item["loc"] and item["type"] == "value_error":
+            lines.append(f"  {message}")  # a whole-config check: its message names the fields
+            continue
+        shown = "" if isinstance(value, dict) else f" (got {_SHORT.repr(value)})"
         lines.append(f"  {where}: {message}{shown}")
     return "\n".join(lines)
+
+
+# Values in error messages: a long list or string is shortened, never printed whole.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict = 3, 8, 8, 8
+_SHORT.maxstring = _SHORT.maxother = 120
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -328,8 +655,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {text!r} names no field")
     try:
         value = yaml_load(raw)
+    except YAMLRefused as error:
+        mark = error.problem_mark
+        column = "" if mark is None else f" (column {mark.column + 1} of the value, line " \
+                                         f"{mark.line + 1})"
+        raise ConfigError(f"override {text!r}: {error.problem}{column}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({error})") from error
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({error})") from None
     return path, value
 
 

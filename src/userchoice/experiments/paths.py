@@ -13,9 +13,10 @@ the dataset entry's own ``path_options``) may use ``${NAME}`` tokens:
 - ``${SHARED_DATA}``: ``$USERCHOICE_SHARED_DATA``, else the nearest ``shared/data`` folder
   above the config file (or above this package): ``../shared/data`` beside a checkout;
 - ``${DATA_DIR}``: the userchoice data directory (``--data-dir``, ``$USERCHOICE_DATA``, …);
-- ``${CONFIG_DIR}``: the folder of the config file;
-- any other ``${NAME}``: the environment variable ``NAME`` (an unset one is an error naming the
-  field).
+- ``${CONFIG_DIR}``: the folder of the config file.
+
+Any other ``${NAME}`` is an error naming the field and these tokens: environment variables are
+never expanded, so none of their values can reach ``manifest.json`` or a report.
 
 ``~`` is expanded, and a path that is still relative after that is taken relative to the
 config file's folder (a relative path in a ``--set`` override: relative to the working
@@ -40,6 +41,7 @@ from userchoice.experiments.config import (
 SHARED_DATA_ENV = "USERCHOICE_SHARED_DATA"
 PATH_OPTIONS = ("cache_dir",)  # data.options entries that name files or folders, any dataset
 _TOKEN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+TOKENS = ("SHARED_DATA", "DATA_DIR", "CONFIG_DIR")  # the only ${NAME} a path may use
 
 
 def find_shared_data(start: str | Path | None = None) -> Path:
@@ -78,10 +80,9 @@ def expand_path(text: str, *, base_dir: str | Path | None, where: str = "path",
             if base_dir is None:
                 raise ConfigError(f"{where}: ${{CONFIG_DIR}} needs a config file")
             return str(Path(base_dir).resolve())
-        if name in os.environ:
-            return os.environ[name]
-        raise ConfigError(f"{where}: ${{{name}}} is not SHARED_DATA, DATA_DIR, CONFIG_DIR or a "
-                          f"set environment variable (got {text!r})")
+        raise ConfigError(f"{where}: ${{{name}}} is not an allowed token; the allowed ones "
+                          f"are {', '.join('${' + t + '}' for t in TOKENS)} (environment "
+                          f"variables are not expanded; got {text!r})")
 
     path = Path(_TOKEN.sub(value, text)).expanduser()
     if not path.is_absolute():

@@ -1,8 +1,9 @@
 """From a config to runnable work: build the market once, then one group per static shape.
 
 A run is identified by a content hash of everything its numbers depend on (data, market,
-learner, init, engine, probing, its knob values and the package version), so re-running a
-config finds finished runs by id: that is what makes sweeps resumable.
+learner, init, engine, probing, its knob values, the package version and the sha256 of every
+input file the loader read), so re-running a config finds finished runs by id: that is what
+makes sweeps resumable, and what keeps results of other data out of a results directory.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ class Plan:
     groups: list[Group]
     baseline: dict[str, float] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # see input_files
+
+    @property
+    def run_ids(self) -> set[str]:
+        return {rid for g in self.groups for rid in g.run_ids}
 
     @property
     def n_runs(self) -> int:
@@ -143,8 +149,27 @@ def code_version() -> str:
     return __version__
 
 
-def run_id(config: ExperimentConfig, static: dict[str, Any], knobs: dict[str, Any]) -> str:
-    """Content hash of everything a run's numbers depend on."""
+def canonical_json(value: Any) -> str:
+    """One text per value, whatever the key order or key types: a JSON round trip first (keys
+    become strings, as after a manifest round trip, so mixed int/str keys can be sorted), then
+    JSON with sorted keys."""
+    return json.dumps(json.loads(json.dumps(value, default=str)), sort_keys=True)
+
+
+def input_files(market: Market) -> list[dict[str, Any]]:
+    """The input files the dataset's loader read, in order, each ``{path, sha256, bytes}``
+    (from ``dataset.provenance["files"]``; files listed as not read carry no sha256 and are
+    left out). Empty for synthetic datasets."""
+    records = (market.dataset.provenance or {}).get("files") or []
+    return [{"path": str(r["path"]), "sha256": str(r["sha256"]), "bytes": r.get("bytes")}
+            for r in records if isinstance(r, dict) and r.get("sha256")]
+
+
+def run_id(config: ExperimentConfig, static: dict[str, Any], knobs: dict[str, Any],
+           inputs: list[dict[str, Any]] | None = None) -> str:
+    """Content hash of everything a run's numbers depend on; ``inputs`` (see
+    :func:`input_files`) adds the content of the input files (not added when there are none,
+    so the ids of synthetic datasets do not depend on it)."""
     identity = {
         "data": config.data.model_dump(mode="json"),
         "market": config.market.model_dump(mode="json"),
@@ -156,14 +181,13 @@ def run_id(config: ExperimentConfig, static: dict[str, Any], knobs: dict[str, An
         "probing": None if config.probing is None else config.probing.model_dump(mode="json"),
         "static": static, "knobs": knobs, "prior": config.knobs.prior, "version": code_version(),
     }
-    # Round-trip through JSON first: keys become strings (as after a manifest round trip), so
-    # mixed int/str keys sort, and a resumed sweep computes the same ids.
-    canonical = json.loads(json.dumps(identity, default=str))
-    text = json.dumps(canonical, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    if inputs:  # the data's content, not only its path
+        identity["inputs"] = [record["sha256"] for record in inputs]
+    return hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:16]
 
 
-def make_groups(config: ExperimentConfig, family: Family) -> list[Group]:
+def make_groups(config: ExperimentConfig, family: Family,
+                inputs: list[dict[str, Any]] | None = None) -> list[Group]:
     axes = config.knobs.axes()
     combos = list(itertools.product(*axes.values()))
     groups = []
@@ -175,7 +199,7 @@ def make_groups(config: ExperimentConfig, family: Family) -> list[Group]:
         rows, ids = [], []
         for r in range(len(combos)):
             knob_values = {name: values[name][r] for name in axes}
-            rid = run_id(config, static, knob_values)
+            rid = run_id(config, static, knob_values, inputs)
             ids.append(rid)
             rows.append({"run_id": rid, "group": index, **knob_values,
                          **{k.replace(".", "_"): v for k, v in static.items()}})
@@ -183,18 +207,37 @@ def make_groups(config: ExperimentConfig, family: Family) -> list[Group]:
     return groups
 
 
-def make_plan(config: ExperimentConfig, data_dir: str | None = None) -> Plan:
-    """Build the market, initial parameters, pooled baseline and run groups of a config."""
+def plan_without_fits(config: ExperimentConfig, data_dir: str | None = None) -> Plan:
+    """A plan up to the run ids (market, family, input files, groups), without the initial
+    fits and the pooled baseline (``fit_plan``): a sweep with nothing left to compute does not
+    fit (nor compile) them again."""
+    import time
+
+    started = time.perf_counter()
+    market = build_market(config, data_dir)
+    family = make_learner_family(config, market)
+    inputs = input_files(market)
+    groups = make_groups(config, family, inputs)
+    return Plan(config, market, family, None, groups, None,
+                {"data_seconds": time.perf_counter() - started}, inputs)
+
+
+def fit_plan(plan: Plan) -> Plan:
+    """The initial parameters (ERM when the config asks) and the pooled baseline of a plan."""
     import time
 
     from userchoice.fitting import erm_init, pooled_baseline
 
     started = time.perf_counter()
-    market = build_market(config, data_dir)
-    family = make_learner_family(config, market)
-    loaded = time.perf_counter()
-    init = erm_init(market, family, **config.init.options) if config.init.kind == "erm" else None
-    baseline = pooled_baseline(market, family)[1] if config.baseline else None
-    groups = make_groups(config, family)
-    return Plan(config, market, family, init, groups, baseline,
-                {"data_seconds": loaded - started, "init_seconds": time.perf_counter() - loaded})
+    config = plan.config
+    if config.init.kind == "erm":
+        plan.init_params = erm_init(plan.market, plan.family, **config.init.options)
+    if config.baseline:
+        plan.baseline = pooled_baseline(plan.market, plan.family)[1]
+    plan.timings["init_seconds"] = time.perf_counter() - started
+    return plan
+
+
+def make_plan(config: ExperimentConfig, data_dir: str | None = None) -> Plan:
+    """Build the market, initial parameters, pooled baseline and run groups of a config."""
+    return fit_plan(plan_without_fits(config, data_dir))

@@ -2,14 +2,23 @@
 
 Chunk boundaries depend only on the plan (and the chunk size recorded in the manifest), never
 on what has finished, so a resumed sweep recomputes exactly the chunks an uninterrupted one
-would and its tables are identical. A chunk that raises is recorded as failed with its reason
-and the others go on; a run whose parameters stop being finite is recorded as diverged.
+would and its tables are identical. Which runs are finished is read from the committed
+chunks' run ids, so a sweep with another chunk size (a lost manifest) computes only the
+missing runs. A chunk that raises is recorded as failed with its reason and the others go on;
+a run whose parameters stop being finite is recorded as diverged.
+
+A sweep holds the directory's lock throughout, and refuses a directory of another sweep: the
+manifest records the config hash (canonical JSON of the config plus the package version) and
+the sha256 of every input file, and a resume with another config or other data says what
+differs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +29,16 @@ import pandas as pd
 
 from userchoice import metrics as metric_table
 from userchoice.engine import EngineSpec, Knobs, driver, simulate
-from userchoice.experiments.config import ExperimentConfig
-from userchoice.experiments.plan import Group, Plan, code_version, make_plan
-from userchoice.experiments.store import ResultsDir, git_sha, versions
+from userchoice.experiments.config import ExperimentConfig, config_from_dict
+from userchoice.experiments.plan import (
+    Group,
+    Plan,
+    canonical_json,
+    code_version,
+    fit_plan,
+    plan_without_fits,
+)
+from userchoice.experiments.store import RECOVER, ResultsDir, ResultsError, git_sha, versions
 from userchoice.families import Params
 
 
@@ -126,10 +142,101 @@ def local_runner(workers: int | None = None) -> Runner:
     return run
 
 
-def config_hash(config: ExperimentConfig) -> str:
-    """Identity of a sweep: its config and the package version (run ids include both)."""
-    text = config.model_dump_json() + code_version()
+def config_hash(config: ExperimentConfig, version: str | None = None) -> str:
+    """Identity of a sweep's config and package version (run ids include both): canonical, so
+    independent of key order and of key types (``0:`` and ``"0":`` are one key, as after the
+    manifest's JSON round trip)."""
+    text = canonical_json(config.model_dump(mode="json")) + (version or code_version())
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def sweep_id(digest: str, inputs: list[dict[str, Any]]) -> str:
+    """The whole sweep's identity: config hash plus the content of every input file."""
+    text = canonical_json({"config_hash": digest, "inputs": [r["sha256"] for r in inputs]})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class SweepMismatch(ResultsError):
+    """The results directory holds another sweep (config, package version or input data)."""
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def _config_differences(old: Any, new: dict[str, Any], limit: int = 5) -> list[str]:
+    a = _flat(json.loads(canonical_json(old)))
+    b = _flat(json.loads(canonical_json(new)))
+    missing = object()
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        left, right = a.get(key, missing), b.get(key, missing)
+        if left != right:
+            shown = ["(absent)" if v is missing else json.dumps(v) for v in (left, right)]
+            lines.append(f"{key}: {shown[0]} there, {shown[1]} here")
+    return lines[:limit] + ([f"… {len(lines) - limit} more"] if len(lines) > limit else [])
+
+
+def check_same_config(store: ResultsDir, previous: dict[str, Any],
+                      config: ExperimentConfig) -> None:
+    """Refuse (``SweepMismatch``) a directory whose manifest records another config or package
+    version, saying what differs."""
+    digest = config_hash(config)
+    recorded = previous.get("config_hash")
+    if "identity" not in previous:  # written before the canonical hash: recompute it
+        try:
+            version = (previous.get("versions") or {}).get("userchoice") or ""
+            recorded = config_hash(config_from_dict(previous["config"]), str(version))
+        except Exception:  # a stored config this version cannot read
+            recorded = previous.get("config_hash")
+    if recorded == digest:
+        return
+    diffs = _config_differences(previous["config"], config.model_dump(mode="json"))
+    old_version = (previous.get("versions") or {}).get("userchoice")
+    if old_version is not None and str(old_version) != code_version():
+        diffs.insert(0, f"package version: {old_version} there, {code_version()} here")
+    detail = "; ".join(diffs) if diffs else "the config hash"
+    raise SweepMismatch(f"{store.path} holds results of another config or package version "
+                        f"(hash {recorded}, this one {digest}; differs in {detail}); choose "
+                        f"another output directory")
+
+
+def check_same_inputs(store: ResultsDir, previous: dict[str, Any],
+                      inputs: list[dict[str, Any]]) -> None:
+    """Refuse (``SweepMismatch``) to add results computed on other input files than those the
+    manifest records (naming each file, its old and new sha256)."""
+    if "identity" not in previous:
+        if inputs:  # run ids now include the data's content: nothing there can be matched
+            raise SweepMismatch(
+                f"{store.path} was written by an older userchoice that did not record the "
+                f"content of its input files, so it cannot be checked against the data read "
+                f"now ({inputs[0]['path']}, …); {RECOVER}")
+        return
+    old = previous.get("inputs") or []
+    if [r["sha256"] for r in old] == [r["sha256"] for r in inputs]:
+        return
+    changes = []
+    old_by_path = {r["path"]: r for r in old}
+    new_by_path = {r["path"]: r for r in inputs}
+    for path in dict.fromkeys([*old_by_path, *new_by_path]):
+        before, now = old_by_path.get(path), new_by_path.get(path)
+        if before is None:
+            changes.append(f"{path} is read now but was not (sha256 {now['sha256']})")
+        elif now is None:
+            changes.append(f"{path} was read (sha256 {before['sha256']}) but is not now")
+        elif before["sha256"] != now["sha256"]:
+            changes.append(f"{path} changed: sha256 {before['sha256']} when the results were "
+                           f"computed, {now['sha256']} now")
+    if not changes:
+        changes.append("the input files are read in another order")
+    raise SweepMismatch(
+        f"{store.path} holds results computed on other input data: " + "; ".join(changes) +
+        f". Results of different data are not mixed: restore the original data, or {RECOVER}")
 
 
 @dataclass
@@ -143,6 +250,26 @@ class SweepSummary:
     seconds: float
 
 
+def pending_jobs(plan: Plan, sizes: dict[int, int], finished: set[str]
+                 ) -> tuple[list[ChunkJob], int]:
+    """The chunks to compute and the number of runs already finished. Chunks are the plan's
+    fixed chunks; one whose runs are all finished is skipped, one with some finished (after a
+    change of chunk size) computes only the others: a run is never computed twice."""
+    todo, skipped = [], 0
+    for group in plan.groups:
+        for job in chunk_jobs(group, sizes[group.index]):
+            missing = np.asarray([i for i in job.indices if group.run_ids[i] not in finished],
+                                 dtype=int)
+            skipped += len(job.indices) - len(missing)
+            if len(missing) == len(job.indices):
+                todo.append(job)
+            elif len(missing):
+                digest = hashlib.sha256("".join(group.run_ids[i] for i in missing).encode())
+                todo.append(ChunkJob(f"g{group.index}-{digest.hexdigest()[:12]}", group.index,
+                                     missing))
+    return todo, skipped
+
+
 def run_experiment(
     config: ExperimentConfig,
     out: str | Path,
@@ -152,71 +279,121 @@ def run_experiment(
     chunk_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     plan: Plan | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> SweepSummary:
-    """Run (or resume) every run of ``config`` into results directory ``out``."""
+    """Run (or resume) every run of ``config`` into results directory ``out``.
+
+    The directory is locked for the whole sweep (``ResultsLocked`` if another sweep writes
+    into it); one holding another config, package version or input data is refused
+    (``SweepMismatch``, naming what differs); damaged chunks are computed again, as are failed
+    ones; runs already committed are never computed twice. ``warn`` receives warnings (a stale
+    lock taken over); default: ``warnings.warn``."""
     started = time.perf_counter()
     store = ResultsDir(Path(out))
-    digest = config_hash(config)
-    previous = store.read_manifest() if store.manifest_path.is_file() else None
-    if previous is not None and previous.get("config_hash") != digest:
-        raise ValueError(f"{store.path} holds results of another config or package version "
-                         f"(hash {previous.get('config_hash')}, this one {digest}); choose "
-                         f"another output directory")
-    plan = plan or make_plan(config, data_dir)
-    if previous is not None:
-        sizes = {int(k): v for k, v in previous["chunk_sizes"].items()}
-    else:
-        sizes = {g.index: chunk_size or driver.default_chunk_size(g.spec, plan.market,
-                                                                  len(g.run_ids))
-                 for g in plan.groups}
-    manifest = {
-        "name": config.name, "config": config.model_dump(mode="json"), "config_hash": digest,
-        "versions": versions(), "git_sha": git_sha(),
-        "data_provenance": plan.market.dataset.provenance,
-        "market_provenance": plan.market.provenance, "baseline": plan.baseline,
-        "n_learners": plan.market.n_learners, "n_runs": plan.n_runs,
-        "groups": [{"index": g.index, "static": g.static, "runs": len(g.run_ids),
-                    "eval_steps": g.spec.eval_steps.tolist()} for g in plan.groups],
-        "chunk_sizes": sizes, "timings": {**(previous or {}).get("timings", {}), **plan.timings},
-        "status": "running",
-    }
-    store.write_manifest(manifest)
+    warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
+    with store.lock(warn):
+        digest = config_hash(config)
+        previous = store.read_manifest() if store.manifest_path.exists() else None
+        if previous is not None:
+            check_same_config(store, previous, config)
+        fitted = plan is not None
+        plan = plan or plan_without_fits(config, data_dir)
+        if previous is not None:
+            check_same_inputs(store, previous, plan.inputs)
+        scan = store.scan()
+        foreign = scan.run_ids() - plan.run_ids
+        if foreign:
+            raise SweepMismatch(
+                f"{store.path} holds {len(foreign)} run(s) that are not runs of this sweep "
+                f"(another config, package version or input data wrote them, e.g. run "
+                f"{sorted(foreign)[0]}); results are not mixed: choose another output "
+                f"directory")
+        if previous is not None and previous.get("chunk_sizes"):
+            sizes = {int(k): int(v) for k, v in previous["chunk_sizes"].items()}
+        else:
+            sizes = {g.index: chunk_size or driver.default_chunk_size(g.spec, plan.market,
+                                                                      len(g.run_ids))
+                     for g in plan.groups}
+        obsolete = set(scan.damaged) | scan.failed()  # computed again below
+        for key in obsolete:
+            scan.committed.pop(key, None)
+        todo, skipped = pending_jobs(plan, sizes, scan.run_ids())
+        if not fitted:  # the initial parameters and the baseline only when needed
+            if todo or previous is None or "baseline" not in previous:
+                fit_plan(plan)
+            else:
+                plan.baseline = previous["baseline"]
+        manifest = {
+            "name": config.name, "config": config.model_dump(mode="json"),
+            "config_hash": digest, "identity": {
+                "config_hash": digest, "code_version": code_version(),
+                "inputs": [r["sha256"] for r in plan.inputs],
+                "sweep_id": sweep_id(digest, plan.inputs)},
+            "inputs": plan.inputs,
+            "versions": versions(), "git_sha": git_sha(),
+            "data_provenance": plan.market.dataset.provenance,
+            "market_provenance": plan.market.provenance, "baseline": plan.baseline,
+            "n_learners": plan.market.n_learners, "n_runs": plan.n_runs,
+            "groups": [{"index": g.index, "static": g.static, "runs": len(g.run_ids),
+                        "eval_steps": g.spec.eval_steps.tolist()} for g in plan.groups],
+            "chunk_sizes": sizes,
+            "timings": {**(previous or {}).get("timings", {}), **plan.timings},
+            "status": "running",
+        }
+        store.write_manifest(manifest)
 
-    store.remove_temporary()  # left by a sweep killed mid-write
-    jobs = [job for g in plan.groups for job in chunk_jobs(g, sizes[g.index])]
-    finished = store.finished_chunks() - store.failed_chunks()  # failed chunks are retried
-    todo = [job for job in jobs if job.key not in finished]
-    skipped = sum(len(j.indices) for j in jobs if j.key in finished)
-    done_runs = skipped
-    counts = {"done": 0, "diverged": 0, "failed": 0}
-    if progress is not None:
-        progress(done_runs, plan.n_runs)
-    for job, output, error, seconds in (runner or local_runner())(plan, todo, sizes):
-        runs, learners, market = chunk_frames(plan.groups[job.group], job, output, error, seconds)
-        store.write_chunk(job.key, runs, learners, market)
-        for status in runs["status"]:
-            counts[status] += 1
-        done_runs += len(job.indices)
+        store.remove_temporary()  # left by a sweep killed mid-write
+        for key in obsolete:
+            store.remove_chunk(key)
+        store.remove_orphans(set(scan.committed))
+        done_runs = skipped
+        counts = {"done": 0, "diverged": 0, "failed": 0}
         if progress is not None:
             progress(done_runs, plan.n_runs)
-    elapsed = time.perf_counter() - started
-    manifest["timings"]["sweep_seconds"] = elapsed
-    manifest["status"] = "finished"
-    store.write_manifest(manifest)
+        results = (runner or local_runner())(plan, todo, sizes)
+        try:
+            for job, output, error, seconds in results:
+                runs, learners, market = chunk_frames(plan.groups[job.group], job, output, error,
+                                                      seconds)
+                store.write_chunk(job.key, runs, learners, market)
+                for status_ in runs["status"]:
+                    counts[status_] += 1
+                done_runs += len(job.indices)
+                if progress is not None:
+                    progress(done_runs, plan.n_runs)
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:  # stop the executor's pending chunks (Ctrl-C, an error)
+                close()
+        elapsed = time.perf_counter() - started
+        manifest["timings"]["sweep_seconds"] = elapsed
+        manifest["status"] = "finished"
+        store.write_manifest(manifest)
     return SweepSummary(store.path, plan.n_runs, skipped, counts["done"], counts["diverged"],
                         counts["failed"], elapsed)
 
 
 def status(out: str | Path) -> dict[str, Any]:
-    """Done / diverged / failed / pending counts of a results directory."""
+    """Done / diverged / failed / pending counts of a results directory (runs of committed,
+    verified chunks; those of damaged chunks are pending, see :func:`damaged_chunks`)."""
     store = ResultsDir(Path(out))
     manifest = store.read_manifest()
-    runs = store.table("runs")
-    counts = runs["status"].value_counts().to_dict() if len(runs) else {}
+    scan = store.scan()
+    runs = (pd.concat(scan.committed.values(), ignore_index=True).drop_duplicates("run_id")
+            if scan.committed else pd.DataFrame({"run_id": [], "status": []}))
+    counts = runs["status"].value_counts().to_dict()
     total = int(manifest["n_runs"])
     finished = int(sum(counts.values()))
     return {"name": manifest["name"], "total": total, "pending": total - finished,
             **{k: int(counts.get(k, 0)) for k in ("done", "diverged", "failed")}}
+
+
+def damaged_chunks(out: str | Path) -> dict[str, str]:
+    """Chunks of a results directory whose parts are damaged → what is wrong (``resume``
+    computes them again)."""
+    store = ResultsDir(Path(out))
+    store.read_manifest()
+    return store.damaged_chunks()
 
 
 def iter_failures(out: str | Path) -> Iterable[dict[str, Any]]:

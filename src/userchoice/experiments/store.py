@@ -1,30 +1,72 @@
 """The results directory: a manifest and tidy Parquet tables, written atomically per chunk.
 
-    DIR/manifest.json              config, config hash, versions, git sha, provenance, timings
+    DIR/manifest.json              config, config hash, input files, versions, provenance, …
     DIR/learners/<chunk>.parquet   run_id, step, learner, per-learner metrics
     DIR/market/<chunk>.parquet     run_id, step, market-wide metrics
     DIR/runs/<chunk>.parquet       run_id, group, knobs, static values, status, reason, …
+    DIR/writer.lock                the sweep writing into DIR (pid, host, start), while it runs
 
-A chunk's ``runs`` part is written last and marks its runs finished; parts are written to a
-temporary name and renamed, so a killed sweep leaves either a whole chunk or none of it.
+A chunk's ``runs`` part is written last and marks its runs finished (the commit marker); it
+records the row counts of the chunk's ``learners`` and ``market`` parts in its Parquet
+key-value metadata, and every read verifies each part (a readable footer, the recorded row
+counts), so a damaged or truncated part makes its chunk not committed: ``damaged_chunks``
+names it and the next sweep computes its runs again. Parts are first written completely into
+the writer's own staging folder (``.writer-<host>-<pid>/``) and then renamed into place, so a
+killed sweep leaves either a whole part or none of it, and no writer removes another's.
+
+One sweep writes into a directory at a time: ``ResultsDir.lock()`` takes ``writer.lock`` (an
+exclusive ``flock`` on it, with the owner's pid, host and start time inside); a second writer
+gets ``ResultsLocked`` naming the owner; a lock left by a process of this host that no longer
+runs is taken over with a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
+import os
 import platform
+import re
+import shutil
+import socket
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from userchoice.atomic import atomic_write
 
+try:  # POSIX; elsewhere the lock falls back to exclusive creation of the lock file
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
 TABLES = ("runs", "learners", "market")
 MANIFEST = "manifest.json"
+LOCK = "writer.lock"
+STAGING_PREFIX = ".writer-"
+PARTS_KEY = b"userchoice.parts"  # Parquet key-value metadata of a runs part: the row counts
+REQUIRED_MANIFEST_FIELDS = {"name": str, "config": dict, "n_runs": int}
+RECOVER = ("run the config again into a fresh folder (userchoice run CONFIG --out NEW_FOLDER)")
+
+
+class ResultsError(ValueError):
+    """A results directory that cannot be used as asked (the message says why and what to do)."""
+
+
+class DamagedResults(ResultsError):
+    """A damaged ``manifest.json``."""
+
+
+class ResultsLocked(ResultsError):
+    """Another sweep is writing into the directory."""
 
 
 def atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -66,9 +108,228 @@ def versions() -> dict[str, str]:
             "scikit-learn": sklearn.__version__, "backend": jax.default_backend()}
 
 
+# ------------------------------------------------------------------------------ the lock
+
+def _host() -> str:
+    return socket.gethostname() or "unknown-host"
+
+
+def _host_tag() -> str:
+    """The host name as it appears in file names."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", _host())[:64]
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (a process of another user counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def _describe(owner: dict[str, Any]) -> str:
+    return (f"pid {owner.get('pid', '?')} on host {owner.get('host', '?')}, started "
+            f"{owner.get('started', '?')}")
+
+
+@dataclass
+class WriterLock:
+    """The held ``writer.lock`` of one results directory (see :meth:`ResultsDir.lock`)."""
+
+    path: Path
+    fd: int
+    owner: dict[str, Any]
+    created_folder: bool = False
+    took_over: dict[str, Any] | None = None  # the stale owner it replaced, if any
+
+    @property
+    def held(self) -> bool:
+        return self.fd >= 0
+
+    @classmethod
+    def acquire(cls, folder: Path, warn: Callable[[str], None] | None = None) -> WriterLock:
+        created = not folder.exists()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / LOCK
+        for _attempt in range(50):
+            if fcntl is None:  # pragma: no cover - non-POSIX
+                try:
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    owner = _read_owner(path)
+                    if owner is not None and _stale(owner):
+                        path.unlink(missing_ok=True)
+                        continue
+                    raise ResultsLocked(_locked_message(folder, path, owner)) from None
+                previous = None
+            else:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # held by a running sweep
+                    os.close(fd)
+                    raise ResultsLocked(_locked_message(folder, path, _read_owner(path))) \
+                        from None
+                except OSError:  # no flock on this filesystem: the recorded owner decides
+                    pass
+                try:  # the file locked must still be the lock file (its owner unlinks it)
+                    same = os.fstat(fd).st_ino == os.stat(path).st_ino
+                except FileNotFoundError:
+                    same = False
+                if not same:
+                    os.close(fd)
+                    continue
+                previous = _parse_owner(os.pread(fd, 1 << 16, 0))
+            try:
+                if previous is not None and not _stale(previous):
+                    raise ResultsLocked(_locked_message(folder, path, previous))
+                owner = {"pid": os.getpid(), "host": _host(),
+                         "started": datetime.datetime.now(datetime.UTC).isoformat(
+                             timespec="seconds")}
+                text = json.dumps(owner).encode()
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, text, 0)
+                os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            if previous is not None and warn is not None:
+                warn(f"took over the stale lock {path} of a sweep that no longer runs "
+                     f"({_describe(previous)})")
+            return cls(path, fd, owner, created, previous)
+        raise ResultsLocked(f"could not take the lock {path}: it keeps changing hands")
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        try:
+            with contextlib.suppress(OSError):
+                if os.fstat(self.fd).st_ino == os.stat(self.path).st_ino:
+                    self.path.unlink()
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+        if self.created_folder:  # nothing was written (e.g. the data could not be loaded)
+            with contextlib.suppress(OSError):
+                self.path.parent.rmdir()
+
+
+def _parse_owner(raw: bytes) -> dict[str, Any] | None:
+    """The owner recorded in a lock file; None for an empty file (a free lock), ``{}`` for
+    one that cannot be read (left by a writer killed while writing it: stale)."""
+    if not raw.strip():
+        return None
+    try:
+        owner = json.loads(raw.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def _read_owner(path: Path) -> dict[str, Any] | None:
+    try:
+        return _parse_owner(path.read_bytes())
+    except OSError:
+        return None
+
+
+def _stale(owner: dict[str, Any]) -> bool:
+    """A lock whose owner is known not to run: a dead process of this host (or no readable
+    owner at all). A live pid, or another host's process (which this host cannot check), is
+    taken to be running."""
+    if not owner:
+        return True
+    pid = owner.get("pid")
+    if owner.get("host") != _host() or not isinstance(pid, int):
+        return False
+    return not pid_alive(pid)
+
+
+def _locked_message(folder: Path, path: Path, owner: dict[str, Any] | None) -> str:
+    who = "another sweep" if not owner else f"another sweep ({_describe(owner)})"
+    remote = bool(owner) and owner.get("host") != _host()
+    check = (" (on another host: this one cannot check whether it still runs)" if remote
+             else "")
+    return (f"{folder} is being written by {who}{check}. One sweep writes into a results "
+            f"folder at a time: wait for it to finish, or choose another --out folder; if no "
+            f"such sweep is running, delete the lock file {path}")
+
+
+# --------------------------------------------------------------------------- verification
+
+@dataclass
+class Scan:
+    """What the ``runs`` parts of a directory hold, each part verified."""
+
+    committed: dict[str, pd.DataFrame] = field(default_factory=dict)  # key → runs rows
+    damaged: dict[str, str] = field(default_factory=dict)  # key → what is wrong
+
+    def run_ids(self) -> set[str]:
+        return {rid for runs in self.committed.values() for rid in runs["run_id"]}
+
+    def failed(self) -> set[str]:
+        """Chunks holding runs that failed (an exception, not divergence): to be retried."""
+        return {key for key, runs in self.committed.items()
+                if len(runs) and (runs["status"] == "failed").any()}
+
+
+def _footer(path: Path) -> pq.FileMetaData:
+    return pq.read_metadata(path)
+
+
+def _recorded_counts(meta: pq.FileMetaData) -> dict[str, int] | None:
+    raw = (meta.metadata or {}).get(PARTS_KEY)
+    if raw is None:
+        return None  # written before row counts were recorded: footers are checked only
+    counts = json.loads(raw.decode())
+    return {name: int(counts[name]) for name in TABLES}
+
+
+def _verify(folder: Path, key: str) -> tuple[pd.DataFrame | None, str | None]:
+    """The runs rows of chunk ``key`` if every part of it is whole, else why not."""
+    runs_part = folder / "runs" / f"{key}.parquet"
+    try:
+        meta = _footer(runs_part)
+        counts = _recorded_counts(meta)
+    except Exception as error:  # truncated, garbage, wrong metadata: not committed
+        return None, f"runs part {runs_part.name} is unreadable ({type(error).__name__})"
+    if counts is not None and meta.num_rows != counts["runs"]:
+        return None, (f"runs part {runs_part.name} has {meta.num_rows} rows, its marker "
+                      f"records {counts['runs']}")
+    for name in ("learners", "market"):
+        part = folder / name / f"{key}.parquet"
+        if not part.is_file():
+            return None, f"{name} part {part.name} is missing"
+        try:
+            rows = _footer(part).num_rows
+        except Exception as error:
+            return None, f"{name} part {part.name} is unreadable ({type(error).__name__})"
+        if counts is not None and rows != counts[name]:
+            return None, (f"{name} part {part.name} has {rows} rows, the chunk's runs part "
+                          f"records {counts[name]}")
+    columns = [c for c in ("run_id", "status") if c in meta.schema.names]
+    if "run_id" not in columns:
+        return None, f"runs part {runs_part.name} has no run_id column"
+    try:
+        runs = pd.read_parquet(runs_part, columns=columns)
+    except Exception as error:
+        return None, f"runs part {runs_part.name} is unreadable ({type(error).__name__})"
+    if "status" not in runs.columns:
+        runs["status"] = "done"
+    return runs, None
+
+
 @dataclass
 class ResultsDir:
     path: Path
+    _lock: WriterLock | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -77,42 +338,154 @@ class ResultsDir:
     def manifest_path(self) -> Path:
         return self.path / MANIFEST
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path / LOCK
+
+    # --------------------------------------------------------------------------- manifest
+
     def read_manifest(self) -> dict[str, Any]:
+        """The manifest; ``FileNotFoundError`` without one, ``DamagedResults`` (naming the
+        file and how to recover) for one that is not a JSON object with ``name``, ``config``
+        and ``n_runs``."""
         if not self.manifest_path.is_file():
             raise FileNotFoundError(f"{self.path} is not a results directory (no {MANIFEST})")
-        return json.loads(self.manifest_path.read_text())
+        try:
+            manifest = json.loads(self.manifest_path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            self._damaged(f"not valid JSON: {error}")
+        except OSError as error:
+            self._damaged(f"cannot be read: {error}")
+        if not isinstance(manifest, dict):
+            self._damaged(f"a JSON {type(manifest).__name__}, not an object")
+        for name, kind in REQUIRED_MANIFEST_FIELDS.items():
+            if name not in manifest:
+                self._damaged(f"no {name!r} field")
+            if not isinstance(manifest[name], kind) or isinstance(manifest[name], bool):
+                self._damaged(f"its {name!r} is a {type(manifest[name]).__name__}, not a "
+                              f"{kind.__name__}")
+        return manifest
+
+    def _damaged(self, why: str):
+        raise DamagedResults(f"{self.manifest_path} is damaged ({why}); the results in "
+                             f"{self.path} cannot be checked against their config: {RECOVER}")
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         atomic_write_json(self.manifest_path, manifest)
 
+    # ------------------------------------------------------------------------------- lock
+
+    @contextlib.contextmanager
+    def lock(self, warn: Callable[[str], None] | None = None) -> Iterator[WriterLock]:
+        """Hold ``writer.lock`` for the block (released on any exit, Ctrl-C included)."""
+        if self._lock is not None and self._lock.held:
+            raise ResultsLocked(f"{self.path} is already locked by this ResultsDir")
+        lock = WriterLock.acquire(self.path, warn)
+        self._lock = lock
+        try:
+            yield lock
+        finally:
+            self._lock = None
+            with contextlib.suppress(OSError):
+                shutil.rmtree(self._staging())
+            lock.release()
+
+    @property
+    def locked(self) -> bool:
+        return self._lock is not None and self._lock.held
+
+    # ------------------------------------------------------------------------------ parts
+
+    def _staging(self) -> Path:
+        """This writer's folder for parts being written (named by host and pid)."""
+        return self.path / f"{STAGING_PREFIX}{_host_tag()}-{os.getpid()}"
+
+    def _place(self, table: str, key: str, write: Callable[[Any], object]) -> None:
+        staging = self._staging()
+        staged = atomic_write(staging / f"{table}-{key}.parquet", write)
+        target = self.path / table / f"{key}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
+
     def write_chunk(self, key: str, runs: pd.DataFrame, learners: pd.DataFrame,
                     market: pd.DataFrame) -> None:
-        atomic_write_parquet(self.path / "learners" / f"{key}.parquet", learners)
-        atomic_write_parquet(self.path / "market" / f"{key}.parquet", market)
-        atomic_write_parquet(self.path / "runs" / f"{key}.parquet", runs)  # commit marker
+        """The chunk's parts, its ``runs`` part (the commit marker, recording the row counts of
+        all three) last."""
+        self._place("learners", key, lambda out: learners.to_parquet(out, index=False))
+        self._place("market", key, lambda out: market.to_parquet(out, index=False))
+        table = pa.Table.from_pandas(runs, preserve_index=False)
+        counts = json.dumps({"runs": len(runs), "learners": len(learners),
+                             "market": len(market)}).encode()
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               PARTS_KEY: counts})
+        self._place("runs", key, lambda out: pq.write_table(table, out))
+
+    def remove_chunk(self, key: str) -> None:
+        """Delete a chunk's parts, its commit marker first."""
+        for name in TABLES:
+            (self.path / name / f"{key}.parquet").unlink(missing_ok=True)
 
     def remove_temporary(self) -> int:
-        """Delete half-written parts (``.name.parquet.XXXX``) a killed sweep left behind."""
+        """Delete what killed writers left half-written: other writers' staging folders (not
+        one of a live process of this host) and old-style temporary parts
+        (``.name.parquet.XXXX``). Only while holding the lock (``ResultsDir.lock()``)."""
+        if not self.locked:
+            raise RuntimeError(f"remove_temporary needs the lock of {self.path} "
+                               f"(ResultsDir.lock())")
         removed = 0
+        for staging in self.path.glob(f"{STAGING_PREFIX}*"):
+            match = re.fullmatch(rf"{re.escape(STAGING_PREFIX)}(.*)-(\d+)", staging.name)
+            if match and match.group(1) == _host_tag() and (
+                    int(match.group(2)) == os.getpid() or pid_alive(int(match.group(2)))):
+                continue  # ours, or a live writer's of this host
+            shutil.rmtree(staging, ignore_errors=True)
+            removed += 1
         for name in TABLES:
             for stale in (self.path / name).glob(".*.parquet.*"):
                 stale.unlink(missing_ok=True)
                 removed += 1
         return removed
 
-    def failed_chunks(self) -> set[str]:
-        """Chunks whose every run failed (an exception, not divergence): to be retried."""
+    def remove_orphans(self, committed: set[str]) -> int:
+        """Delete ``learners``/``market`` parts of chunks that have no commit marker (a sweep
+        killed between a chunk's parts); only while holding the lock."""
+        if not self.locked:
+            raise RuntimeError(f"remove_orphans needs the lock of {self.path}")
+        removed = 0
+        for name in ("learners", "market"):
+            for part in (self.path / name).glob("*.parquet"):
+                if part.stem not in committed:
+                    part.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    def _keys(self) -> list[str]:
         folder = self.path / "runs"
-        failed = set()
-        for part in folder.glob("*.parquet") if folder.is_dir() else []:
-            status = pd.read_parquet(part, columns=["status"])["status"]
-            if len(status) and (status == "failed").all():
-                failed.add(part.stem)
-        return failed
+        return sorted(p.stem for p in folder.glob("*.parquet")) if folder.is_dir() else []
+
+    def scan(self) -> Scan:
+        """Every chunk with a ``runs`` part, verified: committed (its runs) or damaged."""
+        out = Scan()
+        for key in self._keys():
+            runs, problem = _verify(self.path, key)
+            if runs is None:
+                out.damaged[key] = problem
+            else:
+                out.committed[key] = runs
+        return out
+
+    def damaged_chunks(self) -> dict[str, str]:
+        """Chunks whose parts are damaged (truncated, unreadable, missing, other row counts
+        than recorded) → what is wrong; they count as not committed."""
+        return self.scan().damaged
+
+    def failed_chunks(self) -> set[str]:
+        """Chunks holding runs that failed (an exception, not divergence): to be retried."""
+        return self.scan().failed()
 
     def finished_chunks(self) -> set[str]:
-        folder = self.path / "runs"
-        return {p.stem for p in folder.glob("*.parquet")} if folder.is_dir() else set()
+        """Committed chunks: a whole, verified set of parts."""
+        return set(self.scan().committed)
 
     def joined(self, name: str = "learners") -> pd.DataFrame:
         """``learners`` or ``market`` rows with their run's knobs, static values and status."""
@@ -123,7 +496,7 @@ class ResultsDir:
         return frame.merge(runs[keep], on="run_id", how="left", validate="many_to_one")
 
     def table(self, name: str) -> pd.DataFrame:
-        """One table, rows of committed chunks only, in a canonical order."""
+        """One table, rows of committed (verified) chunks only, in a canonical order."""
         if name not in TABLES:
             raise ValueError(f"table must be one of {TABLES}, got {name!r}")
         done = self.finished_chunks()
