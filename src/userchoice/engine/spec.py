@@ -157,6 +157,13 @@ def check_init_params(spec: EngineSpec, n_features: int, init_params: Any) -> No
                 f"init_params leaf has shape {np.shape(g)}; the family expects {tuple(e.shape)}")
 
 
+def working_bytes(n_learners: int, rows: int, width: int, n_features: int, itemsize: int) -> int:
+    """Working memory of one run from its shapes (a rough upper bound): ``rows`` users seen at
+    once (test users + batch + probe sets and batches), ``width`` outputs or hidden units. The
+    one formula behind chunk sizes here and the config's size bounds."""
+    return int(6 * n_learners * rows * (width + n_features) * itemsize)
+
+
 def bytes_per_run(spec: EngineSpec, market: Market) -> int:
     """Working memory of one run (a rough upper bound, for chunk sizes)."""
     ds = market.dataset
@@ -166,4 +173,4 @@ def bytes_per_run(spec: EngineSpec, market: Market) -> int:
     if spec.probing is not None:
         rows += spec.n_probers * (spec.probing.n_probe + spec.probing.probe_batch)
     itemsize = 8 if spec.dtype == "float64" else 4
-    return int(6 * spec.n_learners * rows * (width + ds.n_features) * itemsize)
+    return working_bytes(spec.n_learners, rows, width, ds.n_features, itemsize)

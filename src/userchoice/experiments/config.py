@@ -36,6 +36,7 @@ from pydantic import (
 
 from userchoice.choice import CHOICE_RULES, get_rule
 from userchoice.data.registry import get_dataset
+from userchoice.engine.spec import working_bytes
 from userchoice.families import FAMILIES
 from userchoice.knobs import BY_NAME, KNOBS, SCALAR_KNOBS, Knob
 from userchoice.metrics import METRICS
@@ -438,7 +439,7 @@ def size_estimates(config: Any) -> dict[str, Any]:
         "n_test": n_test, "features": features, "width": width, "itemsize": itemsize,
         "results_bytes": runs * evals * n * ROW_BYTES,
         "plan_bytes": runs * RUN_BYTES,
-        "run_bytes": 6 * n * rows * (width + features) * itemsize,
+        "run_bytes": working_bytes(n, rows, width, features, itemsize),
         "data_bytes": 0 if users is None else users * (features + n + 4) * 8 * 4,
         "seconds": work / UPDATE_RATE,
     }
