@@ -47,6 +47,18 @@ def regression_market(n_learners: int = 3, n_users: int = 160, dim: int = 3,
                   random_preferences(rng, int(test.sum()), n_learners))
 
 
+# The tiny trap sweep of the experiment and resume tests (one set of compiled shapes: 12 runs).
+TINY_TRAP: dict = {
+    "name": "tiny_trap",
+    "data": {"dataset": "trap", "options": {"gap": 10.0, "n_users": 200, "seed": 3}},
+    "market": {"n_learners": 2},
+    "learner": {"family": "squared"},
+    "init": {"kind": "erm"},
+    "engine": {"batch_size": 10, "steps": 60, "eval_every": 20},
+    "knobs": {"seed": 3, "tau": 0.7, "lam": [0.0, 0.1], "eta": [0.02, 0.05]},
+}
+
+
 @pytest.fixture(scope="session")
 def mixture_market() -> Market:
     return gaussian_mixture_market(n_learners=3, n_users=400, seed=1)

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import TINY_TRAP
 from typer.testing import CliRunner
 
 from userchoice.cli import app
@@ -42,16 +43,8 @@ from userchoice.families import make_family
 cli = CliRunner()
 CHUNK = 2  # runs per chunk: 12 chunks per sweep
 
-BASE: dict[str, Any] = {
-    "name": "tiny_trap",
-    "data": {"dataset": "trap", "options": {"gap": 10.0, "n_users": 200, "seed": 3}},
-    "market": {"n_learners": 2},
-    "learner": {"family": "squared"},
-    "init": {"kind": "erm"},
-    "engine": {"batch_size": 10, "steps": 60, "eval_every": 20},
-    "knobs": {"seed": 3, "tau": 0.7, "lam": [0.0, 0.1], "eta": [0.02, 0.05]},
-    "static_grid": {"engine.batch_size": [5, 10]},
-}  # 2 groups × 12 runs
+BASE: dict[str, Any] = {**TINY_TRAP, "static_grid": {"engine.batch_size": [5, 10]}}
+# 2 groups × 12 runs
 DIVERGING = {**BASE, "knobs": {**BASE["knobs"], "eta": [0.02, 1e6]}}  # same compiled programs
 
 

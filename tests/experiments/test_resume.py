@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
+from conftest import TINY_TRAP
 from typer.testing import CliRunner
 
 from userchoice.cli import app
@@ -53,15 +54,7 @@ from userchoice.theory import trap_market
 
 cli = CliRunner()
 CHUNK = 2
-TINY: dict[str, Any] = {
-    "name": "resume_trap",
-    "data": {"dataset": "trap", "options": {"gap": 10.0, "n_users": 200, "seed": 3}},
-    "market": {"n_learners": 2},
-    "learner": {"family": "squared"},
-    "init": {"kind": "erm"},
-    "engine": {"batch_size": 10, "steps": 60, "eval_every": 20},
-    "knobs": {"seed": 3, "tau": 0.7, "lam": [0.0, 0.1], "eta": [0.02, 0.05]},
-}  # 12 runs: 6 chunks of two
+TINY: dict[str, Any] = {**TINY_TRAP, "name": "resume_trap"}  # 12 runs: 6 chunks of two
 
 
 def config(raw: dict[str, Any] = TINY, *overrides: str):

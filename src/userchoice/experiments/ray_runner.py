@@ -13,7 +13,7 @@ import time
 import warnings
 from typing import Any
 
-from userchoice.experiments.runner import ChunkJob, Runner, simulate_chunk, subset
+from userchoice.experiments.runner import ChunkJob, Runner, simulate_chunk
 
 INSTALL_HINT = "the ray executor needs Ray: pip install 'userchoice[ray]'"
 
@@ -92,7 +92,7 @@ def _run_tasks(ray, options: dict[str, Any], plan, jobs: list[ChunkJob]):
     pending: dict[Any, tuple[ChunkJob, float]] = {}
     for job in jobs:
         group = plan.groups[job.group]
-        ref = task.remote(market, specs[job.group], subset(group.knobs, job.indices), init)
+        ref = task.remote(market, specs[job.group], group.knobs.take(job.indices), init)
         pending[ref] = (job, time.perf_counter())
     try:
         while pending:

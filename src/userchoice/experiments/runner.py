@@ -58,10 +58,6 @@ def chunk_jobs(group: Group, chunk_size: int) -> list[ChunkJob]:
     return jobs
 
 
-def subset(knobs: Knobs, indices: np.ndarray) -> Knobs:
-    return knobs.take(indices)
-
-
 def simulate_chunk(market, spec: EngineSpec, knobs: Knobs, init_params: Params | None
                    ) -> dict[str, Any]:
     """One chunk as one compiled call in this thread (what every executor runs); plain
@@ -128,7 +124,7 @@ def local_runner(workers: int | None = None) -> Runner:
             group = plan.groups[job.group]
             started = time.perf_counter()
             try:
-                out = simulate_chunk(plan.market, group.spec, subset(group.knobs, job.indices),
+                out = simulate_chunk(plan.market, group.spec, group.knobs.take(job.indices),
                                      plan.init_params)
                 return job, out, None, time.perf_counter() - started
             except Exception as error:  # recorded per chunk; the sweep goes on
