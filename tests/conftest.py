@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -22,6 +23,42 @@ from userchoice.theory import trap_market
 # Real datasets staged beside the checkout (../shared/data); never part of the repository.
 SHARED_DATA = Path(os.environ.get("USERCHOICE_SHARED_DATA",
                                   Path(__file__).resolve().parents[2] / "shared" / "data"))
+# The shipped configs name their data as a user's data directory holds it
+# (${DATA_DIR}/<dataset>/<file as `data fetch` / `data import` write it>): the staged files,
+# placed under those names in a temporary data directory ($USERCHOICE_DATA for the session).
+STAGED_AS = {
+    "amazon/reviews_flat.jsonl.gz":
+        "amazon_reviews/amazon2023_ucsd_user_histories/reviews_flat.jsonl.gz",
+}
+
+
+def _ml100k_zip(target: Path) -> None:
+    """``ml-100k.zip`` as `data fetch movielens --variant ml-100k` writes it, holding the staged
+    ``u.data`` (the original bytes: its sha256 is the one the fetch plan pins)."""
+    import gzip
+    import zipfile
+
+    source = SHARED_DATA / "movielens" / "ml-100k" / "u.data.gz"
+    if source.is_file():
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as archive:
+            archive.writestr("ml-100k/u.data", gzip.decompress(source.read_bytes()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_data_dir(tmp_path_factory) -> Iterator[Path]:
+    """A data directory laid out like a user's (symlinks to ../shared/data, where staged), set
+    as $USERCHOICE_DATA for every test: the shipped configs' ${DATA_DIR} paths resolve here, and
+    no test reads or writes the real ~/.local/share/userchoice."""
+    root = tmp_path_factory.mktemp("userchoice-data")
+    for name, staged in STAGED_AS.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        if (SHARED_DATA / staged).is_file():
+            (root / name).symlink_to(SHARED_DATA / staged)
+    (root / "movielens").mkdir(exist_ok=True)
+    _ml100k_zip(root / "movielens" / "ml-100k.zip")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("USERCHOICE_DATA", str(root))
+        yield root
 
 
 def random_preferences(rng: np.random.Generator, n_users: int, n_learners: int) -> Preferences:

@@ -73,7 +73,7 @@ def test_masked_fit_solves_each_output_on_its_rated_users():
 
 # ---------------------------------------------------- the ERM ridge convention (SPEC §5, issue 11)
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "userchoice" / "configs"
 MOVIELENS_GOOD = sorted(CONFIGS.glob("*/movielens_good*.yaml"))
 
 

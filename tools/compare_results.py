@@ -25,6 +25,16 @@ IDENTITY = ("run_id", "chunk", "seconds", "group")  # bookkeeping, not behaviour
 TABLES = ("runs", "learners", "market")
 
 
+def shipped_configs() -> Path:
+    """The config sets of the installed package (``userchoice/configs``); a tree from before
+    they were package data kept them in ``configs/`` at its root."""
+    try:
+        from userchoice.experiments.paths import configs_root
+    except ImportError:
+        return Path(__file__).resolve().parents[1] / "configs"
+    return configs_root()
+
+
 def run_set(out: Path, config_set: str, root: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -101,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="userchoice run every config of a set into OUT/<name>")
     run.add_argument("out", type=Path)
     run.add_argument("--set", default="quick", dest="config_set")
-    run.add_argument("--configs", type=Path, default=Path(__file__).resolve().parents[1]
-                     / "configs")
+    run.add_argument("--configs", type=Path, default=None,
+                     help="folder of the config sets (default: the installed package's)")
     cmp = sub.add_parser("compare", help="compare the tables of two result roots")
     cmp.add_argument("before", type=Path)
     cmp.add_argument("after", type=Path)
@@ -110,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     cmp.add_argument("--atol", type=float, default=1e-7)
     args = parser.parse_args(argv)
     if args.command == "run":
-        return 1 if run_set(args.out, args.config_set, args.configs) else 0
+        return 1 if run_set(args.out, args.config_set, args.configs or shipped_configs()) else 0
     bad = 0
     names = sorted(p.name for p in args.before.iterdir() if (p / "runs").is_dir())
     for name in names:

@@ -1,14 +1,16 @@
-"""data fetch / import / info: verification, atomic writes, clear offline errors."""
+"""data fetch / import / info: verification, atomic writes, clear offline errors; the data
+directory's location; the command that gets a file a config names."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import os
+import shutil
 import time
-import urllib.error
 import zipfile
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 from typer.testing import CliRunner
@@ -16,17 +18,32 @@ from typer.testing import CliRunner
 from userchoice.cli import app
 from userchoice.data import fetch as fetch_module
 from userchoice.data.census import write_synthetic_acs
-from userchoice.data.common import DataFormatError
+from userchoice.data.common import DataFormatError, DatasetNotFoundError, data_dir
 from userchoice.data.fetch import (
     Download,
     DownloadError,
     UnverifiedImportWarning,
     fetch,
+    fetch_options_for,
+    how_to_get,
     import_file,
     inventory,
+    missing_files_error,
     plan,
+    remove_stale_temporaries,
     verify_import,
 )
+from userchoice.data.registry import get_dataset
+
+
+def local_downloader(url, output_file, pooch, check_only=False):
+    """A pooch downloader for file:// URLs (the tests' "server"), writing like HTTPDownloader."""
+    source = Path(urlparse(url).path)
+    if check_only:
+        return source.is_file()
+    with open(source, "rb") as src, open(output_file, "wb") as out:
+        shutil.copyfileobj(src, out)
+    return None
 
 
 def make_zip(path: Path, member: str, payload: bytes) -> Path:
@@ -60,12 +77,45 @@ def test_fetch_verifies_and_moves_into_place(tmp_path, monkeypatch):
                     member_sha256=hashlib.sha256(payload).hexdigest())
     monkeypatch.setattr(fetch_module, "plan", lambda name, **kw: [item])
     root = tmp_path / "data"
-    (record,) = fetch("movielens", root=root)
+    (record,) = fetch("movielens", root=root, downloader=local_downloader)
     assert record["status"] == "downloaded" and record["pinned"]
     assert record["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
-    assert leftovers(root / "movielens") == ["ml-100k.zip"]
-    (again,) = fetch("movielens", root=root)
+    assert leftovers(root / "movielens") == ["ml-100k.zip"]  # no staging folder left
+    assert (root / "movielens" / "ml-100k.zip").read_bytes() == source.read_bytes()
+    assert (root / "movielens" / "ml-100k.zip").stat().st_mode & 0o777 != 0o600
+    (again,) = fetch("movielens", root=root, downloader=lambda *a, **k: pytest.fail("fetched"))
     assert again["status"] == "already present"
+
+
+def test_pooch_checks_the_published_sha256_and_reports_progress(tmp_path, monkeypatch):
+    payload = b'{"rating": 5, "text": "a"}\n' * 50
+    source = tmp_path / "All_Beauty.jsonl"
+    source.write_bytes(payload)
+    digest = hashlib.sha256(payload).hexdigest()
+    monkeypatch.setattr(fetch_module, "plan", lambda name, **kw: [
+        Download(source.as_uri(), "All_Beauty.jsonl", len(payload), "0" * 64)])
+    with pytest.raises(DownloadError, match=r"All_Beauty\.jsonl: .*hash"):
+        fetch("amazon", root=tmp_path / "data", downloader=local_downloader)
+    assert leftovers(tmp_path / "data" / "amazon") == []
+    # the default downloader is pooch's HTTPDownloader, driving our progress callback
+    import pooch
+
+    seen = []
+
+    class FakeHTTP(pooch.HTTPDownloader):
+        def __call__(self, url, output_file, pooch_, check_only=False):
+            self.progressbar.total = len(payload)
+            for _ in range(3):
+                self.progressbar.update(len(payload) // 3)
+            local_downloader(url, output_file, pooch_)
+
+    monkeypatch.setattr(pooch, "HTTPDownloader", FakeHTTP)
+    monkeypatch.setattr(fetch_module, "plan", lambda name, **kw: [
+        Download(source.as_uri(), "All_Beauty.jsonl", len(payload), digest)])
+    (record,) = fetch("amazon", root=tmp_path / "data",
+                      progress=lambda name, done, total: seen.append((name, done, total)))
+    assert record["status"] == "downloaded" and record["sha256"] == digest
+    assert seen[-1] == ("All_Beauty.jsonl", 3 * (len(payload) // 3), len(payload))
 
 
 def test_a_file_that_does_not_verify_is_never_left_behind(tmp_path, monkeypatch):
@@ -73,24 +123,99 @@ def test_a_file_that_does_not_verify_is_never_left_behind(tmp_path, monkeypatch)
     item = Download(source.as_uri(), "ml-100k.zip", member="u.data", member_sha256="0" * 64)
     monkeypatch.setattr(fetch_module, "plan", lambda name, **kw: [item])
     with pytest.raises(DownloadError, match=r"sha256 .* != published"):
-        fetch("movielens", root=tmp_path / "data")
+        fetch("movielens", root=tmp_path / "data", downloader=local_downloader)
     assert leftovers(tmp_path / "data" / "movielens") == []
     html = tmp_path / "page.zip"
     html.write_bytes(b"<!DOCTYPE html><html>Access denied</html>")
     item = Download(html.as_uri(), "csv_pal.zip", member="psam_p01.csv")
     monkeypatch.setattr(fetch_module, "plan", lambda name, **kw: [item])
     with pytest.raises(DownloadError, match="not a valid zip"):
-        fetch("census", root=tmp_path / "data")
+        fetch("census", root=tmp_path / "data", downloader=local_downloader)
     assert leftovers(tmp_path / "data" / "census") == []
 
 
 def test_offline_fetch_says_how_to_import(tmp_path):
-    def offline(url, timeout):
-        raise urllib.error.URLError("Name or service not known")
+    import requests
 
-    with pytest.raises(DownloadError, match="userchoice data import movielens PATH"):
-        fetch("movielens", root=tmp_path, variant="ml-100k", opener=offline)
+    def offline(url, output_file, pooch, check_only=False):
+        raise requests.exceptions.ConnectionError("Name or service not known")
+
+    with pytest.raises(DownloadError,
+                       match=r"userchoice data import movielens /path/to/ml-100k\.zip"):
+        fetch("movielens", root=tmp_path, variant="ml-100k", downloader=offline)
     assert leftovers(tmp_path / "movielens") == []
+
+
+def test_stale_staging_folders_of_a_killed_fetch_are_removed(tmp_path):
+    folder = tmp_path / "movielens"
+    stale, fresh = folder / ".fetch-ml-100k.zip.abc.tmp", folder / ".fetch-ml-1m.zip.def.tmp"
+    for staging in (stale, fresh):
+        staging.mkdir(parents=True)
+        (staging / "tmpdownload").write_bytes(b"partial")
+    old = time.time() - 3600
+    for path in (stale / "tmpdownload", stale):
+        os.utime(path, (old, old))
+    os.utime(fresh, (old, old))  # the folder is old but pooch is still writing inside it
+    assert remove_stale_temporaries(folder) == [stale]
+    assert leftovers(folder) == [fresh.name]
+
+
+def test_the_data_directory_location(tmp_path, monkeypatch):
+    monkeypatch.delenv("USERCHOICE_DATA", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert data_dir() == tmp_path / "xdg" / "userchoice"  # platformdirs, on Linux
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data_dir() == tmp_path / "home" / ".local" / "share" / "userchoice"
+    monkeypatch.setenv("USERCHOICE_DATA", str(tmp_path / "env"))
+    assert data_dir() == tmp_path / "env"
+    assert data_dir(tmp_path / "flag") == tmp_path / "flag"  # --data-dir first
+
+
+# --- the command that gets a file a config names ---------------------------------------------
+
+
+def test_fetch_options_name_the_download_that_writes_a_file():
+    assert fetch_options_for("census", "csv_pal_2018.zip") == {"states": ("AL",), "year": 2018}
+    assert fetch_options_for("census", "csv_pxx_2018.zip") is None  # no such state
+    assert fetch_options_for("movielens", "ml-100k.zip") == {"variant": "ml-100k"}
+    assert fetch_options_for("movielens", "u.data.gz") is None
+    assert fetch_options_for("amazon", "Software.jsonl") == {"categories": ("Software",)}
+    assert fetch_options_for("amazon", "Books.jsonl") is None  # no published checksum
+    assert fetch_options_for("trap", "x.csv") is None  # reads no files
+
+
+def test_how_to_get_names_fetch_or_import(tmp_path):
+    root = tmp_path / "data"
+    ml = how_to_get("movielens", [root / "movielens" / "ml-100k.zip"], root)
+    assert "Get it with:\n  userchoice data fetch movielens --variant ml-100k\n" in ml
+    assert "userchoice data import movielens /path/to/ml-100k.zip" in ml
+    both = how_to_get("amazon", [root / "amazon" / "Software.jsonl",
+                                 root / "amazon" / "Gift_Cards.jsonl",
+                                 root / "amazon" / "mine.jsonl.gz"], root)
+    assert "  userchoice data fetch amazon --category Software --category Gift_Cards\n" in both
+    assert "Import it with:\n  userchoice data import amazon /path/to/mine.jsonl.gz" in both
+    years = how_to_get("census", [root / "census" / "csv_pal_2017.zip",
+                                  root / "census" / "csv_pak_2018.zip"], root)
+    assert "  userchoice data fetch census --state AL --year 2017\n" \
+           "  userchoice data fetch census --state AK --year 2018\n" in years
+    elsewhere = how_to_get("census", [tmp_path / "mine" / "csv_pal_2018.zip"], root)
+    assert "data fetch" not in elsewhere and "fix data.path" in elsewhere
+
+
+def test_a_missing_file_is_an_error_naming_the_command(tmp_path):
+    root = tmp_path / "data"
+    present = root / "census" / "here.csv"
+    write_synthetic_acs(present, 40, seed=0)
+    assert missing_files_error("census", str(present), root) is None
+    error = missing_files_error("census", [str(present), str(root / "census" /
+                                                            "csv_pal_2018.zip")], root)
+    assert isinstance(error, DatasetNotFoundError) and isinstance(error, FileNotFoundError)
+    assert "userchoice data fetch census --state AL --year 2018" in str(error)
+    assert str(present) not in str(error)  # only what is missing
+    with pytest.raises(DatasetNotFoundError, match="data fetch movielens --variant ml-10m"):
+        get_dataset("movielens").load(path=str(root / "movielens" / "ml-10m.zip"),
+                                      data_dir=root)
 
 
 def test_import_checks_format_and_is_atomic(tmp_path):

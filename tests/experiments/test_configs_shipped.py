@@ -1,27 +1,38 @@
-"""The shipped experiment configs (configs/paper, configs/local, configs/quick).
+"""The shipped experiment configs (package data: userchoice/configs/{paper,local,quick}).
 
 Every YAML validates and expands to its engine groups without loading data; the grids and the
 settings are the paper's (SPEC §7); local configs differ from the paper's only in their data;
-every quick config runs end to end (the CI check that the whole pipeline works on real data)
-and `userchoice resume` of its results finds every run finished.
+every data path is the shipped sample or a file of the data directory exactly where `userchoice
+data fetch` / `data import` put it, and a missing one names the command that gets it (from a
+plan, `run` and `reproduce`); a shipped config runs by SET/NAME and copies out; every quick
+config runs end to end (the CI check that the whole pipeline works on real data) and
+`userchoice resume` of its results finds every run finished.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
+import re
 from pathlib import Path
 
 import pytest
 from conftest import SHARED_DATA
 from typer.testing import CliRunner
 
+import userchoice
 from userchoice.cli import app
-from userchoice.experiments.config import load_config
+from userchoice.data.common import DatasetNotFoundError
+from userchoice.data.fetch import fetch_options_for, import_file, plan
+from userchoice.experiments import paths as cp
+from userchoice.experiments.config import ConfigError, load_config
 from userchoice.experiments.paths import load_experiment
-from userchoice.experiments.plan import make_groups
+from userchoice.experiments.plan import make_groups, make_plan
 from userchoice.experiments.runner import run_experiment
 from userchoice.families import make_family
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(userchoice.__file__).resolve().parent / "configs"  # package data
+SAMPLE = "${SAMPLE_DATA}/acs_2017_1yr_person_AL_sample5000.csv.gz"
 SETS = ("paper", "local", "quick")
 NAMES = sorted([
     "census_bad", "census_bad_leader", "census_bad_majority", "census_good",
@@ -88,7 +99,13 @@ def test_paper_settings(name):
     """SPEC §7: n, T, B, η and schedule, λ, N_probe, P, S, seeds, τ, init, p and κ grids."""
     c = load_config(config_path("paper", name))
     good = "_good" in name or name == "census_nprobe"
-    assert c.data.path is None  # the full data from the data directory
+    # the paper's files, where `userchoice data fetch` puts them (test_data_paths_...)
+    assert c.data.path == {
+        "census": "${DATA_DIR}/census/csv_pal_2018.zip",  # ACS 2018 1-Year, Alabama
+        "movielens": "${DATA_DIR}/movielens/ml-10m.zip",
+        "amazon": [f"${{DATA_DIR}}/amazon/{cat}.jsonl"
+                   for cat in c.data.options.get("categories", ())],
+    }[c.data.dataset]
     assert c.knobs.tau == (0.7 if good else 0.3)
     assert c.init.kind == ("erm" if good else "random")
     assert c.engine.choice == "tau_mixture" and c.engine.normalisation == "mean"
@@ -164,7 +181,10 @@ def test_reported_numbers_of_spec_section_9():
 def test_local_differs_from_paper_only_in_data(name):
     paper = load_config(config_path("paper", name)).model_dump()
     local = load_config(config_path("local", name)).model_dump()
-    assert local["data"]["path"].startswith("${SHARED_DATA}/")
+    assert local["data"]["path"] == {"census": SAMPLE,
+                                     "movielens": "${DATA_DIR}/movielens/ml-100k.zip",
+                                     "amazon": "${DATA_DIR}/amazon/reviews_flat.jsonl.gz",
+                                     }[local["data"]["dataset"]]
     for section in ("learner", "init", "engine", "knobs", "static_grid", "reported"):
         assert local[section] == paper[section], section
     probers = paper["probing"].pop("probers"), local["probing"].pop("probers")
@@ -201,13 +221,12 @@ def quick_results(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"{SHARED_DATA} is not staged here")
 @pytest.mark.parametrize("name", NAMES)
 def test_quick_config_runs_end_to_end(name, quick_results):
-    config = load_experiment(config_path("quick", name))
+    config = load_experiment(config_path("quick", name))  # census: the shipped sample
     for path in as_list(config.data.path):
         if not Path(path).exists():
-            pytest.skip(f"{path} is not staged on this machine")
+            pytest.skip(f"{path} is not staged on this machine (no {SHARED_DATA})")
     summary = run_experiment(config, quick_results / name)
     assert summary.total == summary.done + summary.skipped
     assert summary.failed == 0 and summary.diverged == 0
@@ -217,3 +236,163 @@ def test_quick_config_runs_end_to_end(name, quick_results):
     assert result.exit_code == 0, result.output
     assert (f"0 done, 0 diverged, 0 failed, {summary.total} already finished"
             in " ".join(result.output.split())), result.output
+
+
+# --------------------------------------------------------------------------------------------
+# Where the data of the shipped configs comes from
+# --------------------------------------------------------------------------------------------
+
+
+def data_paths(kind: str, name: str) -> list[str]:
+    return as_list(load_config(config_path(kind, name)).data.path)
+
+
+@pytest.mark.parametrize("kind", SETS)
+def test_census_sets_run_on_the_shipped_sample_or_the_fetched_file(kind):
+    census = [n for n in NAMES if n.startswith("census")]
+    paths = {p for n in census for p in data_paths(kind, n)}
+    assert paths == ({"${DATA_DIR}/census/csv_pal_2018.zip"} if kind == "paper" else {SAMPLE})
+    if kind != "paper":
+        for n in census:  # the description says what the data is
+            assert "ACS sample shipped with the package" in load_config(
+                config_path(kind, n)).description
+    sample = cp.sample_data_dir() / SAMPLE.rsplit("/", 1)[1]
+    with gzip.open(sample, "rt") as handle:
+        assert sum(1 for _ in handle) == 5001  # every row of the 5,000-row sample + header
+    assert sample.stat().st_size < 300_000
+    assert (cp.sample_data_dir() / "SOURCE.md").read_text().count("public domain") == 1
+
+
+def test_data_paths_are_where_fetch_and_import_put_the_files(tmp_path, monkeypatch):
+    """Every ${DATA_DIR} path is <data dir>/<dataset>/<file>: a file that `data fetch` writes
+    under exactly that name (its plan's file), or else one `data import` writes there."""
+    monkeypatch.setenv("USERCHOICE_DATA", str(tmp_path / "data"))
+    seen = set()
+    for kind, name in ALL:
+        config = load_config(config_path(kind, name))
+        for raw in data_paths(kind, name):
+            if raw.startswith("${SAMPLE_DATA}/"):
+                assert (cp.sample_data_dir() / raw.split("/", 1)[1]).is_file()
+                continue
+            token, dataset, filename = raw.split("/")
+            assert (token, dataset) == ("${DATA_DIR}", config.data.dataset), raw
+            seen.add((dataset, filename))
+    fetched = {key for key in seen if fetch_options_for(*key) is not None}
+    assert fetched == {("census", "csv_pal_2018.zip"), ("movielens", "ml-10m.zip"),
+                       ("movielens", "ml-100k.zip"), *(("amazon", f"{c}.jsonl") for c in (
+                           "All_Beauty", "Gift_Cards", "Magazine_Subscriptions",
+                           "Digital_Music", "Musical_Instruments", "Handmade_Products",
+                           "Software", "Industrial_and_Scientific", "Subscription_Boxes"))}
+    for dataset, filename in fetched:
+        options = fetch_options_for(dataset, filename)
+        assert filename in {d.filename for d in plan(dataset, **options)}
+    # the one imported file: `data import amazon FILE` keeps FILE's name under amazon/
+    (imported,) = seen - fetched
+    assert imported == ("amazon", "reviews_flat.jsonl.gz")
+    source = tmp_path / "reviews_flat.jsonl.gz"
+    record = {"category": "Software", "rating": 5.0, "title": "t", "text": "works",
+              "user_id": "u", "timestamp": 1}
+    source.write_bytes(gzip.compress(json.dumps(record).encode() + b"\n"))
+    target = import_file("amazon", source)
+    assert str(target) == load_experiment(config_path("quick", "amazon_good")).data.path
+
+
+@pytest.mark.parametrize(("kind", "name", "command"), [
+    ("quick", "movielens_good", "userchoice data fetch movielens --variant ml-100k"),
+    ("quick", "amazon_good", "userchoice data import amazon /path/to/reviews_flat.jsonl.gz"),
+    ("paper", "census_good", "userchoice data fetch census --state AL --year 2018"),
+    ("paper", "amazon_bad", "userchoice data fetch amazon --category All_Beauty --category "
+                            "Gift_Cards --category Magazine_Subscriptions"),
+])
+def test_missing_data_names_the_command_that_gets_it(kind, name, command, tmp_path,
+                                                     monkeypatch):
+    monkeypatch.setenv("USERCHOICE_DATA", str(tmp_path / "empty"))
+    config = load_experiment(config_path(kind, name))  # loads: a config is valid without data
+    message = cp.missing_data(config)
+    assert message is not None and command in message
+    assert str(tmp_path / "empty" / config.data.dataset) in message  # where it looked
+    if kind == "quick":  # the plan (what `run` and `reproduce` do first) says the same
+        with pytest.raises(DatasetNotFoundError) as caught:
+            make_plan(config)
+        assert command in str(caught.value)
+    assert cp.missing_data(load_experiment(config_path("quick", "census_good"))) is None
+
+
+def test_run_and_reproduce_name_the_command_for_missing_data(tmp_path, monkeypatch):
+    from userchoice import reproduce as rp
+
+    monkeypatch.setenv("USERCHOICE_DATA", str(tmp_path / "empty"))
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", "quick/movielens_good", "--out", str(tmp_path / "r")],
+                           terminal_width=200)
+    assert result.exit_code == 2, result.output
+    assert "userchoice data fetch movielens --variant ml-100k" in result.output
+    with pytest.raises(rp.ReproduceError) as caught:
+        rp.reproduce("amazon", tmp_path / "out", quick=True, figures=False)
+    assert set(caught.value.errors) == {"amazon_bad", "amazon_good", "amazon_good_kappa"}
+    assert "userchoice data import amazon /path/to/reviews_flat.jsonl.gz" in str(caught.value)
+
+
+def test_a_shipped_config_runs_by_its_set_and_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no file of that name here: the shipped one
+    config = load_experiment("quick/census_good")
+    assert config == load_experiment(config_path("quick", "census_good"))
+    assert config.data.path == str(cp.sample_data_dir() / SAMPLE.rsplit("/", 1)[1])
+    assert load_experiment("paper/census_good.yaml").knobs.seed == 15
+    with pytest.raises(ConfigError, match=r"did you mean quick/census_good\?"):
+        load_experiment("quick/census_god")
+    with pytest.raises(ConfigError, match=r"does not exist.*SET/NAME"):
+        load_experiment("nowhere/census_good")
+    # a file of that name in the working directory wins over the shipped config
+    (tmp_path / "quick").mkdir()
+    (tmp_path / "quick" / "census_good").write_text(
+        config_path("quick", "census_good").read_text().replace("seed: 2", "seed: 1"))
+    assert load_experiment("quick/census_good").knobs.seed == 1
+
+
+def test_configs_list_show_and_copy(tmp_path):
+    runner = CliRunner()
+    listed = runner.invoke(app, ["configs", "list"], terminal_width=200)
+    assert listed.exit_code == 0, listed.output
+    assert all(f"{kind}/{name}" in listed.output for kind, name in ALL)
+    shown = runner.invoke(app, ["configs", "show", "quick/census_good"])
+    assert shown.output == config_path("quick", "census_good").read_text()
+    where = runner.invoke(app, ["configs", "show", "--path", "local/census_good"])
+    assert Path(where.output.strip()) == config_path("local", "census_good")
+    bad = runner.invoke(app, ["configs", "show", "quick/census_god"])
+    assert bad.exit_code == 2 and "did you mean quick/census_good" in bad.output
+    copied = runner.invoke(app, ["configs", "copy", "quick/census_good", str(tmp_path / "mine")])
+    assert copied.exit_code == 0, copied.output
+    copy = tmp_path / "mine" / "census_good.yaml"
+    assert copy.read_bytes() == config_path("quick", "census_good").read_bytes()
+    # the copy, away from the package, resolves its data exactly as the shipped file does
+    assert load_experiment(copy).data == load_experiment(config_path("quick", "census_good")).data
+    again = runner.invoke(app, ["configs", "copy", "quick/census_good", str(tmp_path / "mine")])
+    assert again.exit_code == 2 and "--force" in again.output
+    forced = runner.invoke(app, ["configs", "copy", "quick/census_bad", str(copy), "--force"])
+    assert forced.exit_code == 0 and load_config(copy).name == "census_bad"
+
+
+def test_configs_folder_overrides_and_its_messages(tmp_path, monkeypatch):
+    from userchoice import reproduce as rp
+
+    (tmp_path / "mine" / "quick").mkdir(parents=True)
+    (tmp_path / "mine" / "quick" / "census_x.yaml").write_text(
+        config_path("quick", "census_good").read_text())
+    monkeypatch.setenv(cp.CONFIGS_ENV, str(tmp_path / "mine"))
+    assert cp.list_configs() == {"quick": ["census_x"]}
+    assert load_experiment("quick/census_x").name == "census_good"
+    with pytest.raises(FileNotFoundError, match=r"no paper/ folder.*--configs DIR"):
+        rp.select_configs("census", "paper")
+    monkeypatch.setenv(cp.CONFIGS_ENV, str(tmp_path / "nothing"))
+    with pytest.raises(FileNotFoundError, match=re.escape(f"from ${cp.CONFIGS_ENV}")):
+        rp.configs_root()
+    monkeypatch.delenv(cp.CONFIGS_ENV)
+    assert rp.configs_root() == CONFIGS
+    with pytest.raises(FileNotFoundError, match="from --configs"):
+        rp.configs_root(tmp_path / "nothing")
+    result = CliRunner().invoke(app, ["reproduce", "census", "--quick", "--configs",
+                                      str(tmp_path), "--out", str(tmp_path / "o")],
+                                terminal_width=200)
+    assert result.exit_code == 2 and "--configs" in result.output
+    assert "configs=" not in result.output

@@ -40,7 +40,7 @@ from userchoice.experiments.config import (
 )
 from userchoice.knobs import BY_NAME, make_knobs, validate_knobs
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "src" / "userchoice" / "configs"
 
 VALID: dict[str, Any] = {
     "name": "trap_tiny",
@@ -436,6 +436,7 @@ class _Named:
     """Enough of ``analysis.Results`` for the label helpers."""
 
     name = "amazon $\\fake$ sweep"
+    manifest: dict = {}  # noqa: RUF012 (a stand-in, never mutated)
 
     def learner_name(self, learner: int) -> str:
         return f"learner {learner} (Gift $\\fake$ Cards)"
@@ -453,7 +454,7 @@ def test_learner_names_with_dollars_are_drawn_literally(tmp_path):
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1])
     fig.legend(handles=[Line2D([], [], label=label)])
-    plots._title(fig, _Named(), "test loss", {"kappa": 0.2})
+    plots._title(fig, _Named(), "test loss", {"kappa": 0.2}, plots.PlotOptions())
     fig.savefig(tmp_path / "f.png")  # mathtext would fail on the unknown symbol \fake
     assert (tmp_path / "f.png").stat().st_size > 1000
     assert plots.plain_text("A$B") == "A\\$B"

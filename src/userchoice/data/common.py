@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import platformdirs
 
+APP_NAME = "userchoice"
 ENV_DATA_DIR = "USERCHOICE_DATA"
 
 
@@ -50,14 +52,15 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 def data_dir(explicit: str | Path | None = None) -> Path:
-    """The data directory: ``explicit`` (``--data-dir``), else $USERCHOICE_DATA, else
-    ~/.local/share/userchoice (honouring $XDG_DATA_HOME)."""
+    """The data directory: ``explicit`` (``--data-dir``), else $USERCHOICE_DATA, else the
+    platform's user data folder (platformdirs: ``$XDG_DATA_HOME/userchoice``, by default
+    ``~/.local/share/userchoice`` on Linux; ``~/Library/Application Support/userchoice`` on
+    macOS; ``%LOCALAPPDATA%\\userchoice`` on Windows)."""
     if explicit is not None:
         return Path(explicit).expanduser()
     if os.environ.get(ENV_DATA_DIR):
         return Path(os.environ[ENV_DATA_DIR]).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "userchoice"
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

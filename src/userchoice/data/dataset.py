@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from userchoice.reprs import SummaryRepr, number, short_list
+
 
 def _as_2d(name: str, x: Any) -> np.ndarray:
     x = np.asarray(x)
@@ -17,8 +19,8 @@ def _as_2d(name: str, x: Any) -> np.ndarray:
     return x
 
 
-@dataclass(frozen=True)
-class Dataset:
+@dataclass(frozen=True, repr=False)
+class Dataset(SummaryRepr):
     """Users z = (x, y) split into train and test; ``w`` is an optional rated mask [N, m]."""
 
     x_train: np.ndarray
@@ -79,3 +81,26 @@ class Dataset:
     @property
     def n_train(self) -> int:
         return int(np.shape(self.x_train)[0])
+
+    @property
+    def name(self) -> str:
+        """What the provenance calls the data (``"dataset"``, else ``"source"``)."""
+        return str(self.provenance.get("dataset") or self.provenance.get("source") or "dataset")
+
+    def _summary_rows(self) -> list[tuple[str, str]]:
+        y = np.asarray(self.y_train)
+        labels = f"scalar {y.dtype}" if y.ndim == 1 else f"{y.shape[1]} outputs, {y.dtype}"
+        if self.w_train is not None:
+            labels += f", rated mask ({np.mean(np.asarray(self.w_train) != 0):.1%} rated)"
+        rows = [("name", repr(self.name)),
+                ("train", f"{number(self.n_train)} users × {self.n_features} features"),
+                ("test", f"{number(np.shape(self.x_test)[0])} users"),
+                ("labels", labels)]
+        if self.feature_names:
+            rows.append(("features", short_list(self.feature_names)))
+        if self.attributes_train:
+            rows.append(("attributes", short_list(self.attributes_train)))
+        files = self.provenance.get("files") or []
+        if files:
+            rows.append(("files", f"{len(files)}"))
+        return rows

@@ -1,37 +1,44 @@
 """Getting the real datasets into the data directory: ``fetch`` (download), ``import_file``
 (a local copy) and ``inventory`` (what is where).
 
-Nothing here runs unless the user asks. Downloads stream to a temporary file beside the
-destination, are verified (sha256 and size where the published file's values are known, archive
-integrity and a format check otherwise) and only then moved into place, so an interrupted or
-failed download never leaves a file the loaders would read. An import is verified as a whole
-(decompressed and every record parsed by the dataset's own reader, ``DatasetEntry.verify``)
-before anything is replaced, so a broken file never replaces a good copy unless forced.
+Nothing here runs unless the user asks. Downloads go through pooch (``pooch.retrieve``: HTTP
+by requests, a temporary file, the sha256 checked where the published value is known) into a
+hidden staging folder beside the destination; there they are verified further (size, archive
+integrity, the archive member's sha256, a format check) and only then renamed into place, so an
+interrupted or failed download never leaves a file the loaders would read. (pooch alone would
+move a file into place before the archive checks, hence the staging folder.) An import is
+verified as a whole (decompressed and every record parsed by the dataset's own reader,
+``DatasetEntry.verify``) before anything is replaced, so a broken file never replaces a good
+copy unless forced.
 
 Which datasets can be imported (the file-backed ones) and fetched (those with a fetch plan:
 ``census_plan``, ``movielens_plan``, ``amazon_plan`` below) is the dataset registry's
-(``userchoice.data.registry``); nothing here lists dataset names.
+(``userchoice.data.registry``); nothing here lists dataset names. A fetch plan may carry
+``options_for(filename)``: the plan options whose download is that file; ``how_to_get`` uses it
+to name the exact ``userchoice data fetch`` command for a file a config names but nobody
+fetched yet (``missing_files_error``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from userchoice.atomic import atomic_write, current_umask
 from userchoice.data.common import (
     DECOMPRESSION_ERRORS,
     DataFormatError,
+    DatasetNotFoundError,
     data_dir,
     open_binary,
     read_through,
@@ -119,6 +126,19 @@ def census_plan(*, states: tuple[str, ...] = ("AL",), year: int = 2018) -> list[
     return out
 
 
+_CENSUS_FILE = re.compile(r"^csv_p([a-z]{2})_(\d{4})\.zip$")
+
+
+def _census_options_for(filename: str) -> dict[str, Any] | None:
+    match = _CENSUS_FILE.match(filename)
+    if not match or match[1].upper() not in STATE_FIPS:
+        return None
+    return {"states": (match[1].upper(),), "year": int(match[2])}
+
+
+census_plan.options_for = _census_options_for  # type: ignore[attr-defined]
+
+
 def movielens_plan(*, variant: str = "ml-10m") -> list[Download]:
     """One GroupLens MovieLens archive."""
     if variant not in MOVIELENS_VARIANTS:
@@ -126,6 +146,12 @@ def movielens_plan(*, variant: str = "ml-10m") -> list[Download]:
     member, member_sha = MOVIELENS_MEMBERS[variant]
     return [Download(MOVIELENS_VARIANTS[variant], f"{variant}.zip", member=member,
                      member_sha256=member_sha)]
+
+
+movielens_plan.options_for = (  # type: ignore[attr-defined]
+    lambda filename: {"variant": filename.removesuffix(".zip")}
+    if filename.removesuffix(".zip") in MOVIELENS_VARIANTS and filename.endswith(".zip")
+    else None)
 
 
 def amazon_plan(*, categories: tuple[str, ...] = PAPER_AMAZON_CATEGORIES) -> list[Download]:
@@ -136,6 +162,12 @@ def amazon_plan(*, categories: tuple[str, ...] = PAPER_AMAZON_CATEGORIES) -> lis
                          f"{list(AMAZON_FILES)}")
     return [Download(AMAZON_URL.format(category=c), f"{c}.jsonl", *AMAZON_FILES[c])
             for c in categories]
+
+
+amazon_plan.options_for = (  # type: ignore[attr-defined]
+    lambda filename: {"categories": (filename.removesuffix(".jsonl"),)}
+    if filename.endswith(".jsonl") and filename.removesuffix(".jsonl") in AMAZON_FILES
+    else None)
 
 
 def _entry(name: str, *, fetchable: bool = False) -> DatasetEntry:
@@ -195,53 +227,182 @@ def verify(path: Path, item: Download) -> dict:
     return record
 
 
-def _download(url: str, target: Path, opener: Callable, progress: Callable | None) -> None:
-    with opener(url, timeout=60) as response, open(target, "wb") as out:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        done = 0
-        for block in iter(lambda: response.read(1 << 20), b""):
-            out.write(block)
-            done += len(block)
-            if progress is not None:
-                progress(done, total)
+class _Progress:
+    """The progress-bar object pooch's ``HTTPDownloader`` drives (``total``, ``update``,
+    ``reset``, ``close``), reporting ``(bytes done, total or None)``."""
+
+    def __init__(self, report: Callable[[int, int | None], None]) -> None:
+        self.report, self.total, self.done = report, 0, 0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        total = self.total or None
+        self.report(min(self.done, total) if total else self.done, total)
+
+    def reset(self) -> None:
+        self.done = 0
+
+    def close(self) -> None:
+        pass
+
+
+def _retrieve(item: Download, staging: Path, downloader: Callable | None,
+              progress: Callable[[int, int | None], None] | None) -> Path:
+    """``item`` downloaded by pooch into ``staging`` (its sha256 checked when published)."""
+    import pooch
+
+    pooch.get_logger().setLevel("WARNING")  # its "Downloading …" lines: the CLI says what runs
+    if downloader is None:
+        downloader = pooch.HTTPDownloader(
+            progressbar=_Progress(progress) if progress is not None else False,
+            chunk_size=1 << 20, timeout=60)
+    known = f"sha256:{item.sha256}" if item.sha256 else None
+    return Path(pooch.retrieve(item.url, known_hash=known, fname=item.filename, path=staging,
+                               downloader=downloader))
 
 
 def fetch(name: str, *, root: str | Path | None = None, force: bool = False,
-          opener: Callable = urllib.request.urlopen,
+          downloader: Callable | None = None,
           progress: Callable[[str, int, int | None], None] | None = None,
           **options) -> list[dict]:
     """Download a dataset's official files into ``<data dir>/<name>/`` and verify them.
 
     Files already present and verified are kept unless ``force``. Returns one record per file.
+    ``downloader``: a pooch downloader (``(url, output_file, pooch, check_only=False)``; default
+    ``pooch.HTTPDownloader``); ``progress(filename, bytes done, total or None)``.
     """
     target_dir = data_dir(root) / name
     target_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target_dir)
     records = []
     for item in plan(name, **options):
         final = target_dir / item.filename
         if final.exists() and not force:
             records.append({**verify(final, item), "status": "already present"})
             continue
-        handle, tmp_name = tempfile.mkstemp(prefix=f".{item.filename}.", dir=target_dir)
-        os.close(handle)
-        tmp = Path(tmp_name)
+        staging = Path(tempfile.mkdtemp(prefix=f".fetch-{item.filename}.", suffix=".tmp",
+                                        dir=target_dir))
         try:
             report = None if progress is None else (
                 lambda done, total, f=item.filename: progress(f, done, total))
             try:
-                _download(item.url, tmp, opener, report)
-            except (urllib.error.URLError, OSError, TimeoutError) as error:
+                staged = _retrieve(item, staging, downloader, report)
+            except ValueError as error:  # pooch: the sha256 differs from the published one
+                raise DownloadError(f"{item.filename}: {error}") from error
+            except OSError as error:  # requests' errors are OSErrors: offline, HTTP 404, …
                 raise DownloadError(
-                    f"could not download {item.url} ({error}). Without network access, get the "
-                    f"file elsewhere and run:  userchoice data import {name} PATH"
-                ) from error
-            record = verify(tmp, item)
-            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 → what open() would give
-            os.replace(tmp, final)
+                    f"could not download {item.url} ({error}). Without network access, get "
+                    f"the file elsewhere and run:  userchoice data import {name} "
+                    f"/path/to/{item.filename}") from error
+            record = verify(staged, item)
+            os.chmod(staged, 0o666 & ~current_umask())  # a temporary file's 0600 → open()'s
+            os.replace(staged, final)
         finally:
-            tmp.unlink(missing_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)
         records.append({**record, "file": str(final), "url": item.url, "status": "downloaded"})
     return records
+
+
+# ---------------------------------------------------------------------------------------------
+# Saying how to get a file a config names
+# ---------------------------------------------------------------------------------------------
+
+# The command-line flag of each fetch-plan option that differs from ``--<option>`` (the
+# ``userchoice data fetch`` options; tuple-valued options repeat their flag).
+CLI_FLAGS = {"states": "--state", "categories": "--category"}
+
+
+def fetch_command(name: str, options: dict[str, Any]) -> str:
+    """``userchoice data fetch NAME --flag value …`` for a fetch plan's options."""
+    args = [name]
+    for key, value in options.items():
+        flag = CLI_FLAGS.get(key, f"--{key}")
+        for item in value if isinstance(value, tuple | list) else (value,):
+            args += [flag, str(item)]
+    return "userchoice data fetch " + " ".join(args)
+
+
+def fetch_options_for(name: str, filename: str) -> dict[str, Any] | None:
+    """The fetch-plan options of dataset ``name`` whose download is ``filename`` (None: no
+    download is called that, or the dataset cannot be fetched)."""
+    try:
+        entry = DATASETS.get(name)
+        finder = getattr(entry.fetch_function(), "options_for", None) if entry.fetchable \
+            else None
+    except Exception:  # a user's dataset whose plan fails to import: no fetch hint
+        return None
+    if finder is None:
+        return None
+    options = finder(filename)
+    if options is None:
+        return None
+    try:  # only options whose plan really names the file
+        files = {d.filename for d in plan(name, **options)}
+    except ValueError:
+        return None
+    return options if filename in files else None
+
+
+def _merged(options: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """One set of options downloading all of them (tuples joined), or None when a single-valued
+    option differs (e.g. two survey years)."""
+    merged: dict[str, Any] = {}
+    for option in options:
+        for key, value in option.items():
+            if isinstance(value, tuple):
+                merged[key] = (*merged.get(key, ()),
+                               *(v for v in value if v not in merged.get(key, ())))
+            elif merged.setdefault(key, value) != value:
+                return None
+    return merged
+
+
+def how_to_get(name: str, missing: Sequence[str | Path], root: str | Path | None = None) -> str:
+    """The commands that put each of ``missing`` (files of dataset ``name``) where a config
+    names them: ``userchoice data fetch …`` for a file a download writes, ``userchoice data
+    import …`` for the others; a file outside ``<data dir>/<name>/`` is the config's to fix."""
+    folder = data_dir(root) / name
+    fetchable: dict[Path, dict[str, Any]] = {}
+    imports: list[Path] = []
+    elsewhere: list[Path] = []
+    for item in map(Path, missing):
+        if item.parent.resolve() != folder.resolve():
+            elsewhere.append(item)
+        elif (options := fetch_options_for(name, item.name)) is not None:
+            fetchable[item] = options
+        else:
+            imports.append(item)
+    lines = []
+    if fetchable:
+        merged = _merged(list(fetchable.values()))
+        commands = [fetch_command(name, merged)] if merged is not None else \
+            [fetch_command(name, o) for o in fetchable.values()]
+        lines += ["Get it with:" if len(fetchable) == 1 else "Get them with:",
+                  *(f"  {c}" for c in commands)]
+        names = ", ".join(p.name for p in fetchable)
+        lines += [f"or import a copy you have (it keeps its file name, so call it {names}):",
+                  *(f"  userchoice data import {name} /path/to/{p.name}" for p in fetchable)]
+    if imports:
+        lines += ["Import it with:" if len(imports) == 1 else "Import them with:",
+                  *(f"  userchoice data import {name} /path/to/{p.name}" for p in imports)]
+    if elsewhere:
+        lines += [f"{', '.join(map(str, elsewhere))} {'is' if len(elsewhere) == 1 else 'are'} "
+                  f"not in the data directory ({folder}): fix data.path, or put the file there"]
+    lines.append("(or run on a file you have: --set data.path=FILE; --data-dir DIR or "
+                 "$USERCHOICE_DATA choose another data directory)")
+    return "\n".join(lines)
+
+
+def missing_files_error(name: str, paths: Any, root: str | Path | None = None
+                        ) -> DatasetNotFoundError | None:
+    """The error for the files of ``paths`` (a config's ``data.path``: a path or a list) that
+    do not exist, saying how to get them (``how_to_get``); None when every one exists."""
+    items = paths if isinstance(paths, list | tuple) else [paths]
+    missing = [Path(p).expanduser() for p in items
+               if isinstance(p, str | Path) and not Path(p).expanduser().exists()]
+    if not missing:
+        return None
+    return DatasetNotFoundError(name, missing, how_to_get(name, missing, root))
 
 
 class UnverifiedImportWarning(UserWarning):
@@ -249,15 +410,26 @@ class UnverifiedImportWarning(UserWarning):
 
 
 # A hidden temporary file of an import (``.<name>.<random>.tmp`` from the atomic write, or
-# ``.<name>.link``) untouched this long belongs to no live import: a running copy writes to its
-# file continuously and renames it the moment it is complete.
+# ``.<name>.link``) or staging folder of a fetch (``.fetch-<name>.<random>.tmp``) untouched
+# this long belongs to no live import or download: a running copy writes to its file
+# continuously and renames it the moment it is complete.
 STALE_TEMP_SECONDS = 600.0
+
+
+def _last_modified(path: Path) -> float:
+    """A file's mtime; a staging folder's: the latest of it and its files (pooch writes a
+    temporary file inside it)."""
+    times = [path.lstat().st_mtime]
+    if path.is_dir() and not path.is_symlink():
+        times += [p.lstat().st_mtime for p in path.iterdir()]
+    return max(times)
 
 
 def remove_stale_temporaries(folder: str | Path, *, older_than: float = STALE_TEMP_SECONDS
                              ) -> list[Path]:
-    """Remove the hidden temporary files a killed import left in ``folder`` (those not modified
-    for ``older_than`` seconds); returns what was removed. Visible files are never touched."""
+    """Remove the hidden temporary files a killed import (and the staging folders a killed
+    fetch) left in ``folder``, those not modified for ``older_than`` seconds; returns what was
+    removed. Visible files are never touched."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -268,10 +440,14 @@ def remove_stale_temporaries(folder: str | Path, *, older_than: float = STALE_TE
         if not name.startswith(".") or not name.endswith((".tmp", ".link")):
             continue
         try:
-            info = path.lstat()
-            if not (path.is_symlink() or path.is_file()) or now - info.st_mtime < older_than:
+            staging = name.startswith(".fetch-") and path.is_dir() and not path.is_symlink()
+            if not (staging or path.is_symlink() or path.is_file()) \
+                    or now - _last_modified(path) < older_than:
                 continue
-            path.unlink()
+            if staging:
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         except OSError:  # gone already (another import cleaning up), or not ours to remove
             continue
         removed.append(path)

@@ -190,7 +190,9 @@ class DatasetEntry:
 
     def load(self, options: Mapping[str, Any] | None = None, *, path: Any = None,
              data_dir: Any = None, market_args: Mapping[str, Any] | None = None) -> Any:
-        """Call the loader: options are checked first; ``path`` only for file-backed ones."""
+        """Call the loader: options are checked first; ``path`` only for file-backed ones, where
+        a file of ``path`` that does not exist is a ``DatasetNotFoundError`` naming the command
+        that gets it (``fetch.missing_files_error``)."""
         options = dict(options or {})
         self.check_options(options)
         market_args = dict(market_args or {})
@@ -200,6 +202,13 @@ class DatasetEntry:
         function = self.load_function()
         kwargs = {**{a: market_args[a] for a in self.market_args}, **options}
         if self.file_backed:
+            # A named file that is missing: say which command gets it (``data fetch`` for a
+            # file a download writes, else ``data import``), before the loader's bare error.
+            from userchoice.data.fetch import missing_files_error
+
+            error = missing_files_error(self.name, path, data_dir) if path is not None else None
+            if error is not None:
+                raise error
             return function(path, data_dir=data_dir, **kwargs)
         if path is not None:
             raise ValueError(f"data.path is set but dataset {self.name!r} reads no files "
