@@ -206,10 +206,14 @@ class DataConfig(_Strict):
     the market is built (``experiments.plan.load_dataset``), as are ``path`` (file-backed
     datasets only) and what the loader returns (its declared kind)."""
 
-    dataset: str
-    path: str | list[str] | None = None  # default: the data directory's folder for the dataset
-    # passed to the loader
-    options: Annotated[dict[str, Any], _finite_options("data")] = Field(default_factory=dict)
+    dataset: str = Field(description="a registered dataset name or the import path "
+                         "`package.module:function` of your own loader")
+    path: str | list[str] | None = Field(
+        None, description="file(s) or folder to read (file-backed datasets); default: the "
+        "dataset's folder in the data directory")
+    options: Annotated[dict[str, Any], _finite_options("data")] = Field(
+        default_factory=dict, description="keyword arguments of the loader (checked against "
+        "its signature)")
 
     @field_validator("dataset")
     @classmethod
@@ -222,10 +226,16 @@ class DataConfig(_Strict):
 
 
 class MarketConfig(_Strict):
-    preferences: Literal[PREFERENCE_MODES] | None = None  # None: the dataset's own (synthetic)
-    n_learners: Count
-    attribute: str | None = None  # for category / feature preferences
-    options: Annotated[dict[str, Any], _finite_options("market")] = Field(default_factory=dict)
+    """How users rank the learners (``market.make_market``)."""
+
+    preferences: Literal[PREFERENCE_MODES] | None = Field(
+        None, description="construction of the users' preferences; none: the dataset's own "
+        "(synthetic markets)")
+    n_learners: Count = Field(description="number of competing learners n")
+    attribute: str | None = Field(None, description="the attribute behind `category` or "
+                                  "`feature` preferences")
+    options: Annotated[dict[str, Any], _finite_options("market")] = Field(
+        default_factory=dict, description="keyword arguments of the preference construction")
 
 
 def _registered(registry: Any, resolve: Any = None) -> AfterValidator:
@@ -248,36 +258,60 @@ MetricName = Annotated[str, _registered(METRICS)]
 
 
 class LearnerConfig(_Strict):
-    family: FamilyName = "logistic"
-    options: Annotated[dict[str, Any], _finite_options("learner")] = Field(default_factory=dict)
+    """The learner family every learner shares."""
+
+    family: FamilyName = Field("logistic", description="learner family (registered name or "
+                               "`package.module:Name`)")
+    options: Annotated[dict[str, Any], _finite_options("learner")] = Field(
+        default_factory=dict, description="keyword arguments of the family (e.g. `hidden` "
+        "for `mlp`)")
 
 
 class InitConfig(_Strict):
-    kind: Literal["random", "erm"] = "random"
-    # passed to erm_init
-    options: Annotated[dict[str, Any], _finite_options("init")] = Field(default_factory=dict)
+    """The learners' initial parameters."""
+
+    kind: Literal["random", "erm"] = Field(
+        "random", description="`random` (the family's init) or `erm` (each learner fitted on "
+        "the users whose favourite it is)")
+    options: Annotated[dict[str, Any], _finite_options("init")] = Field(
+        default_factory=dict, description="keyword arguments of `erm_init` (e.g. `steps`, "
+        "`eta`, `ridge`)")
 
 
 class EngineConfig(_Strict):
-    batch_size: Count
-    steps: Count
-    eval_every: Count = 100
-    choice: RuleName = "tau_mixture"
-    schedule: ScheduleName = "constant"
-    normalisation: NormalisationName = "mean"
-    update_all: bool = True
-    dtype: Literal["float32", "float64"] = "float32"
-    metrics: list[MetricName] | None = None  # None: every registered metric that applies
+    """The static engine spec (``EngineSpec``): shapes and control flow, one compilation
+    per distinct value."""
+
+    batch_size: Count = Field(description="users B arriving per step")
+    steps: Count = Field(description="steps T per run")
+    eval_every: Count = Field(100, description="steps between evaluation points (step 0 is "
+                              "always evaluated)")
+    choice: RuleName = Field("tau_mixture", description="choice rule")
+    schedule: ScheduleName = Field("constant", description="step-size schedule")
+    normalisation: NormalisationName = Field("mean", description="batch gradient "
+                                             "normalisation")
+    update_all: bool = Field(True, description="also run update-all copies (train on every "
+                             "user, no choice)")
+    dtype: Literal["float32", "float64"] = Field("float32", description="floating-point "
+                                                 "precision of the whole simulation")
+    metrics: list[MetricName] | None = Field(
+        None, description="metrics to record; none: every registered metric that applies")
 
 
 class ProbingConfig(_Strict):
-    probers: list[Index] = Field(min_length=1)
-    source: SourceName = "preferred"
-    leader: Index | None = None
-    subset: list[Index] | None = None
-    n_probe: Count = 100
-    probe_batch: Count = 150
-    refresh_every: Index = 0
+    """MSGD-P (``ProbingSpec``); without this section the learners run plain MSGD."""
+
+    probers: list[Index] = Field(min_length=1, description="indices of the probing learners S")
+    source: SourceName = Field("preferred", description="source of the probers' "
+                               "pseudo-labels")
+    leader: Index | None = Field(None, description="the learner the `leader` source asks")
+    subset: list[Index] | None = Field(None, description="the learners whose median score "
+                                       "the `subset` source takes")
+    n_probe: Count = Field(100, description="unlabelled probe users per prober")
+    probe_batch: Count = Field(150, description="probe points per prober per step")
+    refresh_every: Index = Field(0, description="re-label the probe users from the current "
+                                 "peers every k steps; 0: offline (labels from the initial "
+                                 "parameters)")
 
     @property
     def per_user_source(self) -> bool:
@@ -309,11 +343,11 @@ def _knob_field(knob: Knob) -> tuple[Any, Any]:
     """The config field of one knob, derived from its row in the knob table."""
     if knob.kind == "seed":  # a count (seeds 0..N−1) or a list of seeds
         seed = Annotated[int, Field(ge=0, lt=2**31, strict=True)]
-        return (Count | list[seed], 1)
+        return (Count | list[seed], Field(1, description=knob.meaning))
     value = Annotated[float, Field(allow_inf_nan=False, **knob.interval.pydantic_bounds())]
     if knob.kind == "per_learner":
-        return (list[value] | None, None)
-    return (value | list[value], knob.default)
+        return (list[value] | None, Field(None, description=knob.meaning))
+    return (value | list[value], Field(knob.default, description=knob.meaning))
 
 
 KnobsConfig = create_model(
@@ -537,20 +571,28 @@ def _check_name(name: str) -> str:
 
 
 class ExperimentConfig(_Strict):
-    name: Annotated[str, Field(min_length=1), AfterValidator(_check_name)]
-    description: str = ""
-    # Modules imported before the rest is validated (they register plug-ins by name).
-    plugins: list[str] = Field(default_factory=list)
-    data: DataConfig
-    market: MarketConfig
-    learner: LearnerConfig = Field(default_factory=LearnerConfig)
-    init: InitConfig = Field(default_factory=InitConfig)
-    engine: EngineConfig
-    probing: ProbingConfig | None = None
-    knobs: KnobsConfig = Field(default_factory=KnobsConfig)
-    static_grid: dict[str, list[Any]] = Field(default_factory=dict)
-    baseline: bool = True  # fit and record the pooled baseline
-    reported: dict[str, Any] = Field(default_factory=dict)  # the paper's numbers, for summaries
+    name: Annotated[str, Field(min_length=1), AfterValidator(_check_name)] = Field(
+        description="names the results folder (`results/<name>`) and its files")
+    description: str = Field("", description="what the experiment shows (titles, captions, "
+                             "reports)")
+    plugins: list[str] = Field(
+        default_factory=list, description="modules imported before the rest is validated "
+        "(they register plug-ins by name)")
+    data: DataConfig = Field(description="the dataset and its loader's options")
+    market: MarketConfig = Field(description="preferences and the number of learners")
+    learner: LearnerConfig = Field(default_factory=LearnerConfig,
+                                   description="the learner family")
+    init: InitConfig = Field(default_factory=InitConfig, description="initial parameters")
+    engine: EngineConfig = Field(description="the static engine spec")
+    probing: ProbingConfig | None = Field(None, description="MSGD-P; none: plain MSGD")
+    knobs: KnobsConfig = Field(default_factory=KnobsConfig, description="per-run values; "
+                               "lists form a grid")
+    static_grid: dict[str, list[Any]] = Field(
+        default_factory=dict, description="`engine.*` or `probing.*` fields to sweep, one "
+        "engine shape (one compilation) per value")
+    baseline: bool = Field(True, description="fit and record the pooled baseline")
+    reported: dict[str, Any] = Field(default_factory=dict, description="the paper's numbers, "
+                                     "for summaries and reports")
 
     @model_validator(mode="before")
     @classmethod
@@ -636,8 +678,32 @@ def _format_error(error: ValidationError, source: str, raw: Any) -> str:
             lines.append(f"  {message}")  # a whole-config check: its message names the fields
             continue
         shown = "" if isinstance(value, dict) else f" (got {_SHORT.repr(value)})"
+        if item["type"] == "extra_forbidden":  # a mistyped key (in the file or a --set)
+            shown += _did_you_mean(item["loc"])
         lines.append(f"  {where}: {message}{shown}")
     return "\n".join(lines)
+
+
+def _did_you_mean(loc: tuple) -> str:
+    """For an unknown key: the closest field of its section and the fields it has."""
+    import difflib
+    import typing
+
+    from pydantic import BaseModel
+
+    model: Any = ExperimentConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        kinds = () if field is None else typing.get_args(field.annotation) or (field.annotation,)
+        model = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)),
+                     None)
+        if model is None:
+            return ""
+    fields = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), fields, n=1)
+    prefix = "".join(f"{part}." for part in loc[:-1])
+    hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+    return f"{hint} ({prefix.rstrip('.') or 'the top level'} has: {', '.join(fields)})"
 
 
 # Values in error messages: a long list or string is shortened, never printed whole.
