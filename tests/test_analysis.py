@@ -15,21 +15,30 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from userchoice import analysis
 from userchoice import reproduce as rp
 from userchoice.analysis import (
+    CLAIM_CHECKS,
+    ClaimData,
+    band_halfwidth,
     best_p,
+    check_claims,
+    experiment_title,
     final_metrics,
     final_rows,
     final_summary,
+    format_mean_se,
     gap_closed,
     load_results,
     primary_metric,
     recorded_metrics,
+    round_to_se,
     seed_stats,
+    validate_checks,
 )
 from userchoice.metrics import METRICS, register
 from userchoice.plots import make_figures
@@ -262,8 +271,9 @@ def test_a_registered_metric_gets_an_overview_panel(results_dir):
     ids = runs.loc[(runs["p"] == 0) & (runs["status"] == "done"), "run_id"]
     expected = learners[learners["run_id"].isin(ids) & (learners["learner"] == 1)]
     expected = expected.groupby("step")[FAKE].mean()
-    np.testing.assert_allclose(ax.lines[1].get_xdata(), expected.index)
-    np.testing.assert_allclose(ax.lines[1].get_ydata(), expected.to_numpy())
+    (line,) = [a for a in ax.lines if a.get_gid() == "learner-1"]
+    np.testing.assert_allclose(line.get_xdata(), expected.index)
+    np.testing.assert_allclose(line.get_ydata(), expected.to_numpy())
 
 
 def test_a_registered_metric_appears_in_the_report(results_dir):
@@ -272,10 +282,10 @@ def test_a_registered_metric_appears_in_the_report(results_dir):
     assert "test fake market metric" in page and "<h4>Market-wide</h4>" in page
     stats = final_metrics(load_results(results_dir).learners, ["p", "learner"], [FAKE])
     for row in stats.itertuples():
-        assert f">{row.mean:.4g} ± {row.sem:.4g}<" in page
+        assert f">{format_mean_se(row.mean, row.sem)}<" in page
     market = final_metrics(load_results(results_dir).market, ["p"], [FAKE_MARKET])
     for row in market.itertuples():
-        assert f">{row.mean:.4g} ± {row.sem:.4g}<" in page
+        assert f">{format_mean_se(row.mean, row.sem)}<" in page
     assert page.count("<img ") == len(make_figures(results_dir))
 
 
@@ -298,4 +308,215 @@ def test_summary_and_report_agree_and_the_summary_shows_the_gap_closed(results_d
     assert summary["gap_closed_paper"] == pytest.approx((0.9 - 6.0) / (0.4 - 6.0))
     text = rp.render_summary([summary], target="paper", kind="quick")
     line = next(x for x in text.splitlines() if x.startswith("| gap closed"))
-    assert f"| {gap:.2f} | {(0.9 - 6.0) / (0.4 - 6.0):.2f} |" in line
+    gap_se = summary["gap_closed_se"][0]
+    assert 0 < gap_se < 1
+    assert f"| {format_mean_se(gap, gap_se)} | {(0.9 - 6.0) / (0.4 - 6.0):.2f} |" in line
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers as a paper prints them
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mean", "sem", "expected"), [
+    (0.7512, 0.0034, "0.751 ± 0.003"),
+    (0.7512, 0.0014, "0.7512 ± 0.0014"),  # a leading 1 keeps two digits
+    (51.48, 0.0086, "51.480 ± 0.009"),
+    (0.75, 0.0096, "0.750 ± 0.010"),  # rounding the s.e. moves its first digit
+    (1234.5, 56.0, "1230 ± 60"),
+    (-0.0123456, 0.00021, "-0.0123 ± 0.0002"),
+    (0.7512345, math.nan, "0.7512"),  # one seed: no s.e., 4 significant digits
+    (0.5, 0.0, "0.5"),
+    (math.nan, 0.1, "–"),
+])
+def test_rounding_to_the_precision_of_the_standard_error(mean, sem, expected):
+    assert format_mean_se(mean, sem) == expected
+
+
+def test_round_to_se_returns_both_parts():
+    assert round_to_se(0.7512, 0.0034) == ("0.751", "0.003")
+    assert round_to_se(3.0, None) == ("3", None)
+
+
+def test_ci_half_width_is_the_t_quantile_times_the_se():
+    sem, n = np.array([0.1, 0.1, 0.1]), np.array([2, 5, 1])
+    np.testing.assert_allclose(band_halfwidth(sem, n, "se"), sem)
+    ci = band_halfwidth(sem, n, "ci95")
+    assert ci[0] == pytest.approx(12.706 * 0.1, rel=1e-3)  # t(0.975, 1)
+    assert ci[1] == pytest.approx(2.776 * 0.1, rel=1e-3)  # t(0.975, 4)
+    assert math.isnan(ci[2])  # one value: undefined
+    with pytest.raises(ValueError, match="band must be one of"):
+        band_halfwidth(sem, n, "sd")
+
+
+def test_experiment_titles_are_readable():
+    description = ("Census (ACS PUMS, ACSEmployment, logistic); 'good' market: learners start "
+                   "from ERM, τ = 0.7; noisy probing κ ∈ {0, 0.2, 0.4}. Paper settings.")
+    assert experiment_title({"name": "census_good_kappa", "description": description}) == \
+        "Census, good market, noisy probing (κ)"
+    assert experiment_title({"name": "census_good", "description": description}) == \
+        "Census, good market"
+    assert experiment_title({"name": "x", "title": "My sweep", "description": "D"}) == "My sweep"
+    assert experiment_title({"name": "only_a_name"}) == "only_a_name"
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdicts on the paper's claims, on synthetic final rows whose answer is known
+# ---------------------------------------------------------------------------------------------
+
+SPREAD = np.array([-1.5, -0.5, 0.5, 1.5])  # four seeds around each mean
+
+
+def claims_frame(means: dict[tuple, float], noise: float = 0.002,
+                 noise_of: dict[tuple, float] | None = None,
+                 metric: str = "test_accuracy") -> pd.DataFrame:
+    """Final rows: ``means[(learner, p, kappa, n_probe)]`` ± a fixed spread over four seeds;
+    learner 0 probes."""
+    rows = []
+    for (learner, p, kappa, n_probe), mean in means.items():
+        scale = (noise_of or {}).get((learner, p, kappa, n_probe), noise)
+        for seed, z in enumerate(SPREAD):
+            rows.append({"run_id": f"{p}-{kappa}-{n_probe}-{seed}", "step": 100,
+                         "learner": learner, "is_prober": learner == 0, "p": p,
+                         "kappa": kappa, "probing_n_probe": n_probe, "seed": seed,
+                         metric: mean + scale * z})
+    return pd.DataFrame(rows)
+
+
+def data_of(curve: dict[float, float], other: dict[float, float] | None = None, *,
+            pooled: float = 0.8, higher: bool = True, kappa: float = 0.0,
+            metric: str = "test_accuracy") -> ClaimData:
+    """A p sweep: the prober (0) follows ``curve``, learner 1 ``other`` (default flat)."""
+    means = {(0, p, kappa, 100): v for p, v in curve.items()}
+    means |= {(1, p, kappa, 100): (other or {}).get(p, 0.5) for p in curve}
+    return ClaimData(claims_frame(means, metric=metric), metric, higher, pooled,
+                     ("probing_n_probe",))
+
+
+def verdict(data: ClaimData, kind: str, **params):
+    (result,) = check_claims(data, [{"kind": kind, **params}])
+    return result
+
+
+def test_monotone_in_p():
+    rising = data_of({0.0: 0.60, 0.2: 0.68, 0.4: 0.74, 0.8: 0.78})
+    assert verdict(rising, "monotone").answer == "yes"
+    dip = data_of({0.0: 0.60, 0.2: 0.75, 0.4: 0.66, 0.8: 0.78})  # a real step back
+    assert verdict(dip, "monotone").answer == "no"
+    flat = data_of({0.0: 0.60, 0.8: 0.60})
+    assert verdict(flat, "monotone").answer == "unclear"  # no gain beyond the noise
+    worse = data_of({0.0: 0.60, 0.8: 0.50})
+    assert verdict(worse, "monotone").answer == "no"
+    # a loss improves downwards
+    loss = data_of({0.0: 6.0, 0.5: 4.0, 1.0: 3.5}, pooled=3.0, higher=False, metric="test_loss")
+    assert verdict(loss, "monotone").answer == "yes"
+    assert verdict(data_of({0.0: 0.6}), "monotone").answer == "not tested"
+    assert str(verdict(rising, "monotone")).startswith("monotone in p: yes (learner 0: 0.600")
+
+
+def test_visible_at_p():
+    early = data_of({0.0: 0.60, 0.2: 0.70, 0.8: 0.78})
+    assert verdict(early, "visible_at", p=0.2).answer == "yes"
+    late = data_of({0.0: 0.60, 0.2: 0.6005, 0.8: 0.78})  # within the noise at 0.2
+    assert verdict(late, "visible_at", p=0.2).answer == "no"
+    result = verdict(data_of({0.0: 0.60, 0.8: 0.78}), "visible_at", p=0.2)
+    assert result.answer == "not tested" and "not in the p grid" in result.detail
+
+
+def test_gap_closed_at_least():
+    closes = data_of({0.0: 0.60, 0.8: 0.79})  # 0.95 of the gap to 0.8
+    assert verdict(closes, "gap_closed", at_least=0.8).answer == "yes"
+    half = data_of({0.0: 0.60, 0.8: 0.70})  # 0.5
+    assert verdict(half, "gap_closed", at_least=0.8).answer == "no"
+    assert verdict(half, "gap_closed", at_least=0.5).answer == "unclear"  # on the threshold
+    assert verdict(data_of({0.0: 0.6}), "gap_closed", at_least=0.5).answer == "not tested"
+
+
+def test_others_barely_move():
+    flat = data_of({0.0: 0.60, 0.8: 0.78}, {0.0: 0.55, 0.8: 0.551})
+    assert verdict(flat, "others_flat", max_fraction=0.25).answer == "yes"
+    moved = data_of({0.0: 0.60, 0.8: 0.78}, {0.0: 0.55, 0.8: 0.45})
+    assert verdict(moved, "others_flat", max_fraction=0.25).answer == "no"
+
+
+def test_noise_attenuates_but_keeps_the_gain():
+    def sweep(gain_noisy: float) -> ClaimData:
+        means = {}
+        for kappa, gain in ((0.0, 0.18), (0.4, gain_noisy)):
+            for p, value in ((0.0, 0.60), (0.8, 0.60 + gain)):
+                means[(0, p, kappa, 100)] = value
+                means[(1, p, kappa, 100)] = 0.5
+        return ClaimData(claims_frame(means), "test_accuracy", True, 0.8, ("probing_n_probe",))
+
+    assert verdict(sweep(0.12), "noise_keeps_gain", kappa=0.4).answer == "yes"
+    assert verdict(sweep(0.18), "noise_keeps_gain", kappa=0.4).answer == "yes"  # equal: kept
+    assert verdict(sweep(0.0), "noise_keeps_gain", kappa=0.4).answer == "no"  # gain lost
+    assert verdict(sweep(0.30), "noise_keeps_gain", kappa=0.4).answer == "no"  # not attenuated
+    result = verdict(sweep(0.12), "noise_keeps_gain", kappa=0.2)
+    assert result.answer == "not tested"
+
+
+def test_trapped_without_probing():
+    trapped = data_of({0.0: 0.60}, {0.0: 0.45})
+    assert verdict(trapped, "trapped", min_gap=0.1).answer == "yes"  # learner 1: 0.35 below
+    near = data_of({0.0: 0.79}, {0.0: 0.78})
+    assert verdict(near, "trapped", min_gap=0.1).answer == "no"
+    loss = data_of({0.0: 6.2}, {0.0: 4.0}, pooled=3.0, higher=False, metric="test_loss")
+    assert verdict(loss, "trapped", min_relative=0.5).answer == "yes"  # 6.2 ≥ 1.5 × 3.0
+    assert verdict(loss, "trapped", min_relative=1.5).answer == "no"
+    assert verdict(loss, "trapped", min_gap=1.0, min_relative=1.0).answer == "not tested"
+
+
+def test_variance_falls_with_n_probe():
+    def ablation(small: float, large: float) -> ClaimData:
+        means = {(0, 0.8, 0.0, n): 0.7 for n in (5, 100)}
+        frame = claims_frame(means, noise_of={(0, 0.8, 0.0, 5): small,
+                                              (0, 0.8, 0.0, 100): large})
+        return ClaimData(frame, "test_accuracy", True, 0.8, ("probing_n_probe",))
+
+    along = {"along": "probing.n_probe"}
+    assert verdict(ablation(0.05, 0.002), "variance_falls", **along).answer == "yes"
+    assert verdict(ablation(0.002, 0.05), "variance_falls", **along).answer == "no"
+    assert verdict(ablation(0.01, 0.009), "variance_falls", **along).answer == "unclear"
+
+
+def test_claim_checks_are_validated_with_the_entry_named():
+    assert set(CLAIM_CHECKS.names()) >= {"monotone", "visible_at", "gap_closed", "others_flat",
+                                         "noise_keeps_gain", "trapped", "variance_falls"}
+    with pytest.raises(ValueError, match=r"reported\.checks\[1\]: unknown claim check "
+                                         r"'monotonic'; did you mean 'monotone'"):
+        validate_checks([{"kind": "visible_at", "p": 0.2}, {"kind": "monotonic"}])
+    with pytest.raises(ValueError, match=r"reported\.checks\[0\] \(visible_at\): missing a "
+                                         r"required argument: 'p'"):
+        validate_checks([{"kind": "visible_at", "q": 0.2}])
+    with pytest.raises(ValueError, match=r"unexpected keyword argument 'q'"):
+        validate_checks([{"kind": "visible_at", "p": 0.2, "q": 1}])
+    with pytest.raises(ValueError, match=r"reported\.checks\[0\] must be a mapping"):
+        validate_checks(["monotone"])
+    assert validate_checks(None) == []
+
+
+def test_every_shipped_check_is_valid():
+    for path in sorted(rp.configs_root().rglob("*.yaml")):
+        reported = yaml.safe_load(path.read_text()).get("reported") or {}
+        validate_checks(reported.get("checks"), where=f"{path}: reported.checks")
+
+
+def test_summary_md_gives_a_verdict_per_claim(results_dir):
+    manifest = json.loads((results_dir / "manifest.json").read_text())
+    manifest["config"]["reported"]["checks"] = [{"kind": "monotone"},
+                                                {"kind": "visible_at", "p": 0.2}]
+    (results_dir / "manifest.json").write_text(json.dumps(manifest))
+    summary = rp.experiment_summary(results_dir, "quick")
+    assert [v.answer for v in summary["verdicts"]] == ["yes", "not tested"]  # 5.0 → 1.0 loss
+    text = rp.render_summary([summary], target="paper", kind="quick")
+    assert "- monotone in p: **yes** — learner 0: " in text
+    assert "- visible at p = 0.2: **not tested**" in text
+    row = next(x for x in text.splitlines() if x.startswith("| fake_results"))
+    assert row.endswith("| 1 yes, 1 not tested |")
+    assert rp.paper_gap_closed({"prober": {0: 0.6, 0.8: 0.78}, "pooled": 0.79}, True) == \
+        pytest.approx(0.18 / 0.19)
+    assert rp.paper_gap_closed({"worst_p0": 6.2, "prober_best": 3.5, "pooled": 3.0}, False) == \
+        pytest.approx(2.7 / 3.2)
+    assert rp.paper_gap_closed({"pooled": 3.0}, False) is None

@@ -12,12 +12,13 @@ import yaml
 from conftest import SHARED_DATA
 
 from userchoice import reproduce as rp
+from userchoice.analysis import format_mean_se
 from userchoice.experiments import paths as cp
 from userchoice.experiments.config import ConfigError
 from userchoice.experiments.runner import run_experiment
 from userchoice.experiments.store import ResultsDir
 
-REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+REPO_CONFIGS = Path(__file__).resolve().parents[1] / "src" / "userchoice" / "configs"
 SPEC_NAMES = {
     "census": ["census_bad", "census_bad_leader", "census_bad_majority", "census_good",
                "census_good_2probe", "census_good_kappa", "census_good_leader",
@@ -101,7 +102,7 @@ def test_environment_variables_are_not_tokens(tmp_path, monkeypatch):
 
 def test_missing_shared_data_names_the_variable(tmp_path, monkeypatch):
     monkeypatch.delenv(cp.SHARED_DATA_ENV, raising=False)
-    monkeypatch.setattr(cp, "__file__", str(tmp_path / "pkg" / "paths.py"))
+    monkeypatch.chdir(tmp_path)  # no shared/data above the config nor the working directory
     with pytest.raises(ConfigError, match=cp.SHARED_DATA_ENV):
         cp.expand_path("${SHARED_DATA}/x", base_dir=tmp_path / "nowhere", where="data.path")
 
@@ -216,7 +217,7 @@ def test_reproduce_tiny_set_end_to_end(tmp_path):
     for p, paper in ((0.0, "9.5"), (1.0, "0.5")):
         values = final[(final["learner"] == 0) & (final["p"] == p)]["test_loss"]
         assert len(values) == 3
-        assert f"{values.mean():.3f} ± {values.sem():.3f} / {paper}" in text
+        assert f"{format_mean_se(values.mean(), values.sem())} / {paper}" in text
     assert " / 7.25" in rows["trap_bad"][5]  # worst learner beside worst_p0
     assert "/ 0.01" in rows["trap_good"][4]  # pooled baseline beside the paper's
     assert "probing rescues the trapped learner" in text

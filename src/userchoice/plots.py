@@ -4,16 +4,24 @@ bad-vs-good outcome.
 
 Every figure reads a :class:`~userchoice.analysis.Results` (the tidy tables of a results
 directory, runs whose status is ``done`` only: diverged and failed runs never enter a mean) and
-shows the mean across seeds ± its standard error, computed by ``userchoice.analysis``. The
-primary metric is ``analysis.primary_metric`` (the global ``test_accuracy`` for classifiers,
-the global ``test_loss`` otherwise); ``metrics_overview`` has a panel for every metric of the
-metric table that the results hold. Figures are matplotlib ``Figure`` objects drawn with the
-Agg machinery (no pyplot global state), written as PNG and PDF.
+shows the mean across seeds with a band or error bar, computed by ``userchoice.analysis``:
+± its standard error (``band="se"``) or its 95% confidence interval (``band="ci95"``, t with
+n − 1 degrees of freedom). The primary metric is ``analysis.primary_metric``; the pooled
+baseline is always drawn inside the axes and labelled.
+
+Every learner keeps one colour (Okabe–Ito, colour-blind safe) and one marker shape in every
+panel and every figure; probers are drawn with thick lines and filled markers, the others with
+thin lines and hollow markers. Options: the update-all copies (``update_all``) and the paper's
+reported values from the config's ``reported:`` block (``reported``) as markers; ``style``
+``screen`` or ``paper`` (single-column 3.3 in wide figures, 8 pt serif fonts, 300 dpi, no
+title: the caption carries it). Each figure comes with a title and a caption built from the
+config's description (:class:`PlotFigure`).
 
 A figure type that does not apply to an experiment is skipped (no p grid → no ``final_vs_p``).
 When further conditions vary (κ, static values such as ``probing.n_probe``, other knobs), a
 figure that does not put them on an axis is drawn once per combination, the combination in its
-title and file name.
+title and file name. Figures are matplotlib ``Figure`` objects (no pyplot global state),
+written as PNG and PDF.
 """
 
 from __future__ import annotations
@@ -21,22 +29,32 @@ from __future__ import annotations
 import io
 import math
 import re
-from collections.abc import Iterator, Sequence
+import textwrap
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from userchoice.analysis import (
+    BANDS,
     Results,
     at_conditions,
+    band_halfwidth,
+    experiment_title,
     final_rows,
+    format_number,
     load_results,
     recorded_metrics,
     reference_conditions,
+    reported_points,
     seed_stats,
 )
 from userchoice.knobs import KNOBS
@@ -50,6 +68,116 @@ NPROBE_COLUMN = "probing_n_probe"
 _DISPLAY = {**{k.name: k.display for k in KNOBS}, NPROBE_COLUMN: "N_probe",
             "probing_probe_batch": "P"}
 _LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))
+
+# Okabe & Ito (2008), colour-blind safe, black left for the baselines. Ordered so that the
+# learners probing together in the shipped configs (2 and 3) are green and purple, never a
+# red/green pair, and yellow (faint on white) comes last.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442")
+# One marker shape per learner as well: beyond seven learners colours repeat, shapes do not
+# (and shapes survive greyscale printing).
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p")
+BASELINE_COLOR = "black"
+UPDATE_ALL_COLOR = "#666666"
+REPORTED_MARKER = "*"
+
+
+# ---------------------------------------------------------------------------------------------
+# Styles and options
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlotStyle:
+    """Sizes (inches), fonts (points) and resolution of one look."""
+
+    name: str
+    panel: tuple[float, float]  # one panel of a multi-panel figure
+    single: tuple[float, float]  # a one-panel figure
+    max_width: float | None  # the widest a figure may be (a paper's text width)
+    font_size: float
+    title_size: float
+    small_size: float  # ticks, legends, panel titles
+    line_width: float
+    dpi: int
+    titles: bool  # a suptitle (papers put it in the caption)
+    rc: dict[str, Any] = field(default_factory=dict)
+
+
+STYLES: dict[str, PlotStyle] = {
+    "screen": PlotStyle("screen", panel=(4.6, 3.4), single=(6.4, 4.2), max_width=None,
+                        font_size=10, title_size=11, small_size=8, line_width=1.4, dpi=130,
+                        titles=True),
+    # single column of a two-column paper: 3.3 in; multi-panel figures span the 6.9 in text
+    "paper": PlotStyle("paper", panel=(2.3, 1.8), single=(3.3, 2.5), max_width=6.9,
+                       font_size=8, title_size=8, small_size=7, line_width=1.0, dpi=300,
+                       titles=False,
+                       rc={"font.family": "serif",
+                           "font.serif": ["Times New Roman", "Times", "Nimbus Roman",
+                                          "Liberation Serif", "DejaVu Serif"],
+                           "mathtext.fontset": "stix", "pdf.fonttype": 42, "ps.fonttype": 42,
+                           "axes.linewidth": 0.6, "xtick.major.width": 0.6,
+                           "ytick.major.width": 0.6, "legend.handlelength": 1.8}),
+}
+
+
+@dataclass(frozen=True)
+class PlotOptions:
+    """What the figures show: ``style`` (a key of :data:`STYLES`), ``band`` (``se`` or
+    ``ci95``), the update-all copies and the paper's reported values as markers, and whether
+    to draw a title (``None``: the style's default)."""
+
+    style: str = "screen"
+    band: str = "se"
+    update_all: bool = False
+    reported: bool = True
+    titles: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.style not in STYLES:
+            raise ValueError(f"style must be one of {list(STYLES)}, got {self.style!r}")
+        if self.band not in BANDS:
+            raise ValueError(f"band must be one of {list(BANDS)}, got {self.band!r}")
+
+    @property
+    def look(self) -> PlotStyle:
+        return STYLES[self.style]
+
+    @property
+    def show_titles(self) -> bool:
+        return self.look.titles if self.titles is None else self.titles
+
+    @property
+    def band_text(self) -> str:
+        return BANDS[self.band]
+
+    @property
+    def band_short(self) -> str:
+        """The band as a panel title names it."""
+        return {"se": "mean ± s.e.", "ci95": "mean, 95% CI"}.get(self.band, self.band)
+
+
+@dataclass
+class PlotFigure:
+    """One figure with its file stem, title and caption. Iterates as ``(stem, figure)`` so
+    ``dict(make_figures(...))`` maps stems to figures."""
+
+    stem: str
+    figure: Figure
+    title: str = ""
+    caption: str = ""
+
+    def __iter__(self) -> Iterator[Any]:
+        yield self.stem
+        yield self.figure
+
+
+def learner_color(learner: int) -> str:
+    """The colour of ``learner`` in every figure."""
+    return PALETTE[int(learner) % len(PALETTE)]
+
+
+def learner_marker(learner: int) -> str:
+    return MARKERS[int(learner) % len(MARKERS)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,15 +227,6 @@ def _display_ascii(column: str) -> str:
     return {NPROBE_COLUMN: "n_probe", "probing_probe_batch": "probe_batch"}.get(column, column)
 
 
-def _colors(n: int) -> list:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "viridis"]
-    if n > 20:
-        return [cmap(i / max(1, n - 1)) for i in range(n)]
-    return [cmap(i) for i in range(n)]
-
-
 def _n_learners(res: Results) -> int:
     n = res.manifest.get("n_learners")
     if isinstance(n, int) and n > 0:
@@ -128,54 +247,250 @@ def _learner_label(res: Results, learner: int, probers: Sequence[int]) -> str:
     return f"{name} — prober" if learner in probers else name
 
 
-def _draw_baseline(ax, res: Results, label: bool = True) -> None:
-    if res.baseline is not None:
-        ax.axhline(res.baseline, color="black", linestyle="--", linewidth=1.2,
-                   label="pooled baseline" if label else None)
+def _config(res: Results) -> dict[str, Any]:
+    return res.manifest.get("config") or {"name": res.name}
 
 
-def _baseline_handle(res: Results) -> list:
-    if res.baseline is None:
-        return []
-    return [Line2D([], [], color="black", linestyle="--", linewidth=1.2,
-                   label=f"pooled baseline ({res.baseline:.3g})")]
+def _reported(res: Results, opts: PlotOptions) -> dict[str, Any]:
+    return (_config(res).get("reported") or {}) if opts.reported else {}
 
 
-def _new_figure(n_panels: int, ncols: int | None = None, panel: tuple[float, float] = (4.6, 3.4),
-                legend_rows: int = 0, sharey: bool = True) -> tuple[Figure, np.ndarray]:
-    ncols = ncols or min(n_panels, 3)
-    nrows = math.ceil(n_panels / ncols)
-    fig = Figure(figsize=(panel[0] * ncols + 0.4, panel[1] * nrows + 0.9 + 0.22 * legend_rows),
-                 layout="constrained")
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)).ravel()
-    for ax in axes[n_panels:]:
-        ax.set_visible(False)
-    return fig, axes[:n_panels]
-
-
-def _legend_below(fig: Figure, handles: list) -> None:
-    if handles:
-        fig.legend(handles=handles, loc="outside lower center",
-                   ncols=min(4, len(handles)), fontsize=8, frameon=False)
-
-
-def _title(fig: Figure, res: Results, text: str, where: dict[str, Any]) -> None:
-    extra = f" — {_slice_title(where)}" if where else ""
-    fig.suptitle(f"{plain_text(res.name)}: {text}{plain_text(extra)}", fontsize=11)
-
-
-def _band(ax, x, mean, sem, color, **line) -> None:
-    ax.plot(x, mean, color=color, **line)
-    sem = np.nan_to_num(np.asarray(sem, float), nan=0.0)
-    if np.any(sem > 0):
-        ax.fill_between(x, mean - sem, mean + sem, color=color, alpha=0.18, linewidth=0)
+def _learner_style(learner: int, probers: Sequence[int], opts: PlotOptions,
+                   dashed_others: bool = True) -> dict[str, Any]:
+    """Colour and marker by learner; probers thick with filled markers, the others thin with
+    hollow markers (dashed unless line styles encode something else in the figure)."""
+    prober = learner in probers
+    width = opts.look.line_width
+    color = learner_color(learner)
+    return dict(color=color, marker=learner_marker(learner), gid=f"learner-{learner}",
+                linewidth=width * (1.8 if prober else 1.0),
+                linestyle="-" if prober or not dashed_others else "--",
+                markersize=(4.5 if prober else 3.5) * (0.8 if opts.style == "paper" else 1.0),
+                markerfacecolor=color if prober else "white", markeredgecolor=color,
+                markeredgewidth=0.9)
 
 
 def _learner_handles(res: Results, learners: Sequence[int], probers: Sequence[int],
-                     colors: list) -> list:
-    return [Line2D([], [], color=colors[i], linewidth=2.4 if i in probers else 1.4,
-                   marker="o" if i in probers else None,
+                     opts: PlotOptions, dashed_others: bool = True) -> list:
+    return [Line2D([], [], **_learner_style(i, probers, opts, dashed_others),
                    label=_learner_label(res, i, probers)) for i in learners]
+
+
+def _baseline_style(opts: PlotOptions) -> dict[str, Any]:
+    return dict(color=BASELINE_COLOR, linestyle="--", linewidth=opts.look.line_width * 1.1,
+                gid="pooled-baseline")
+
+
+def _baseline_handle(res: Results, opts: PlotOptions, value: float | None = None) -> list:
+    value = res.baseline if value is None else value
+    if value is None:
+        return []
+    return [Line2D([], [], **_baseline_style(opts),
+                   label=f"pooled baseline ({format_number(value, 3)})")]
+
+
+def _keep_inside(ax, values: Sequence[float | None], headroom: float = 0.10) -> None:
+    """Widen the y-limits so that each value lies inside the axes with room for its label
+    (``headroom`` of the span above, half that below), never on the frame."""
+    values = [float(v) for v in values if v is not None and np.isfinite(v)]
+    if not values:
+        return
+    low, high = ax.get_ylim()
+    span = max(high - low, 1e-12)
+    low = min(low, min(values) - 0.05 * span)
+    high = max(high, max(values) + headroom * span)
+    ax.set_ylim(low, high)
+
+
+def _draw_baseline(ax, value: float | None, opts: PlotOptions, label: bool = True,
+                   text: str = "pooled baseline") -> None:
+    """The pooled baseline as a dashed black line, kept inside the y-limits; ``label``: its
+    name and value written just above the line at the right."""
+    if value is None:
+        return
+    ax.axhline(value, zorder=1.5, **_baseline_style(opts))
+    _keep_inside(ax, [value])
+    if label:
+        ax.annotate(f"{text} {format_number(value, 3)}", xy=(0.01, value),
+                    xycoords=("axes fraction", "data"), xytext=(2, 2),
+                    textcoords="offset points", ha="left", va="bottom",
+                    fontsize=opts.look.small_size, color=BASELINE_COLOR, zorder=6,
+                    bbox={"boxstyle": "square,pad=0.1", "facecolor": "white",
+                          "edgecolor": "none", "alpha": 0.75})
+
+
+def _update_all_style(opts: PlotOptions) -> dict[str, Any]:
+    return dict(color=UPDATE_ALL_COLOR, linestyle=":", linewidth=opts.look.line_width * 1.4,
+                gid="update-all")
+
+
+def _update_all_handle(opts: PlotOptions) -> list:
+    return [Line2D([], [], **_update_all_style(opts),
+                   label="update-all copies")]
+
+
+def _reported_style(opts: PlotOptions, color: str = "black") -> dict[str, Any]:
+    return dict(marker=REPORTED_MARKER, markersize=11 if opts.style == "screen" else 8,
+                markerfacecolor=color, markeredgecolor="black", markeredgewidth=0.7,
+                linestyle="none", zorder=5, gid="paper")
+
+
+def _reported_handle(opts: PlotOptions, color: str = "black", what: str = "prober") -> list:
+    return [Line2D([], [], **_reported_style(opts, color), label=f"paper: {what}")]
+
+
+def _paper_pooled_style(opts: PlotOptions) -> dict[str, Any]:
+    return dict(color=BASELINE_COLOR, linestyle="-.", linewidth=opts.look.line_width * 0.8,
+                alpha=0.7, gid="paper-pooled")
+
+
+def _paper_pooled(reported: dict[str, Any], opts: PlotOptions) -> tuple[float | None, list]:
+    """The paper's pooled baseline (None when not reported) and its legend handle."""
+    try:
+        value = float(reported.get("pooled"))
+    except (TypeError, ValueError):
+        return None, []
+    return value, [Line2D([], [], **_paper_pooled_style(opts),
+                          label=f"paper: pooled ({format_number(value, 3)})")]
+
+
+def _draw_paper_pooled(ax, value: float | None, opts: PlotOptions) -> None:
+    """The paper's pooled baseline as a thin dash-dot line inside the limits."""
+    if value is not None:
+        ax.axhline(value, zorder=1.4, **_paper_pooled_style(opts))
+        _keep_inside(ax, [value])
+
+
+def _legend_columns(handles: list, width: float, opts: PlotOptions) -> int:
+    """As many legend columns as fit in ``width`` inches (the widest label measured in the
+    style's font, plus the handle and the spacing), at most 4."""
+    if not handles:
+        return 1
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+
+    renderer = RendererAgg(10, 10, 72)
+    font = FontProperties(size=opts.look.small_size)
+    widest = max(renderer.get_text_width_height_descent(str(h.get_label()), font, False)[0]
+                 for h in handles) / 72.0
+    column = widest + opts.look.small_size * 4.8 / 72.0  # handle, padding, column gap
+    return max(1, min(4, len(handles), int((width - 0.15) // column)))
+
+
+def _new_figure(opts: PlotOptions, n_panels: int, ncols: int | None = None,
+                handles: Sequence = (), sharey: bool = True, single: bool = False
+                ) -> tuple[Figure, np.ndarray]:
+    """A figure of ``n_panels`` axes sized by the style, with room below for a legend of
+    ``handles`` (see :func:`_legend_below`)."""
+    look = opts.look
+    ncols = ncols or min(n_panels, 3)
+    nrows = math.ceil(n_panels / ncols)
+    title = 0.9 if opts.show_titles else 0.35
+    if single:
+        width, height = look.single
+        height += title - 0.35
+    else:
+        pw, ph = look.panel
+        if look.max_width is not None and pw * ncols > look.max_width:
+            scale = look.max_width / (pw * ncols)
+            pw, ph = pw * scale, ph * scale
+        width, height = pw * ncols + 0.4, ph * nrows + title
+    handles = list(handles)
+    if handles:
+        rows = math.ceil(len(handles) / _legend_columns(handles, width, opts))
+        height += 0.1 + rows * look.small_size * 1.9 / 72.0
+    fig = Figure(figsize=(width, height), layout="constrained", dpi=look.dpi)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)).ravel()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    for ax in axes[:n_panels]:
+        ax.tick_params(labelsize=look.small_size)
+        ax.grid(alpha=0.3, linewidth=0.5)
+    return fig, axes[:n_panels]
+
+
+def _legend_below(fig: Figure, handles: list, opts: PlotOptions) -> None:
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center",
+                   ncols=_legend_columns(handles, fig.get_figwidth(), opts),
+                   fontsize=opts.look.small_size, frameon=False)
+
+
+def _title(fig: Figure, res: Results, text: str, where: dict[str, Any], opts: PlotOptions
+           ) -> str:
+    """The figure's title, drawn when the options show titles: the experiment's readable name
+    on the first line, what the figure shows (and the conditions it holds) on the second."""
+    extra = f" — {_slice_title(where)}" if where else ""
+    title = f"{experiment_title(_config(res))}\n{text}{extra}"
+    if opts.show_titles:
+        fig.suptitle(plain_text(title), fontsize=opts.look.title_size)
+    return title.replace("\n", ": ")
+
+
+def _caption(res: Results, shows: str, opts: PlotOptions, n_seeds: int | None,
+             baseline: float | None, extras: Sequence[str] = ()) -> str:
+    """A figure caption: what it shows, the band and the seeds, the reference lines, then
+    the experiment's description from its config."""
+    parts = [shows.rstrip(".") + "."]
+    if n_seeds:
+        parts.append(f"Lines and markers: {opts.band_text} across {n_seeds} seed"
+                     f"{'s' if n_seeds != 1 else ''}.")
+    if baseline is not None:
+        parts.append(f"Dashed black line: the pooled baseline ({format_number(baseline, 3)}), "
+                     f"one model fitted on every training user.")
+    parts += [e.rstrip(".") + "." for e in extras]
+    description = str(_config(res).get("description") or "").strip()
+    if description:
+        parts.append(description)
+    return " ".join(parts)
+
+
+def _stats(frame: pd.DataFrame, keys: list[str], metric: str, opts: PlotOptions
+           ) -> pd.DataFrame:
+    """Seed statistics with a ``half`` column: the half-width of the chosen band."""
+    stats = seed_stats(frame, keys, metric)
+    stats["half"] = band_halfwidth(stats["sem"].to_numpy(float), stats["n"].to_numpy(float),
+                                   opts.band) if len(stats) else []
+    return stats
+
+
+def _band(ax, x, mean, half, color, opts: PlotOptions, **line) -> None:
+    """A line with a shaded band of ± ``half`` (edges drawn too, so thin bands stay visible).
+    The band's gid is the line's with ``-band`` appended."""
+    x, mean = np.asarray(x, float), np.asarray(mean, float)
+    ax.plot(x, mean, color=color, **line)
+    half = np.nan_to_num(np.asarray(half, float), nan=0.0)
+    if np.any(half > 0):
+        gid = line.get("gid")
+        ax.fill_between(x, mean - half, mean + half, color=color, alpha=0.22, linewidth=0,
+                        gid=f"{gid}-band" if gid else None)
+        for edge in (mean - half, mean + half):
+            ax.plot(x, edge, color=color, linewidth=0.5, alpha=0.55)
+
+
+def _errorbar(ax, x, mean, half, opts: PlotOptions, **style) -> None:
+    """Means with error bars of ± ``half``; the line keeps the style's gid, the bars get
+    ``-errorbar`` appended."""
+    gid = style.pop("gid", None)
+    bars = ax.errorbar(x, mean, yerr=np.nan_to_num(np.asarray(half, float), nan=0.0),
+                       capsize=2.5 if opts.style == "paper" else 3, elinewidth=0.9, **style)
+    bars.lines[0].set_gid(gid)
+    for collection in bars.lines[2]:
+        collection.set_gid(f"{gid}-errorbar" if gid else None)
+
+
+def _n_seeds(stats: pd.DataFrame) -> int:
+    return int(stats["n"].max()) if len(stats) else 0
+
+
+def _update_all_final(res: Results, frame: pd.DataFrame) -> float | None:
+    """The update-all copies' final value of the primary metric, pooled over learners and
+    seeds (they do not depend on p)."""
+    column = f"update_all_{res.metric}"
+    final = final_rows(frame)
+    if column not in final or not final[column].notna().any():
+        return None
+    return float(final[column].mean())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,220 +498,312 @@ def _learner_handles(res: Results, learners: Sequence[int], probers: Sequence[in
 # ---------------------------------------------------------------------------------------------
 
 
-def fig_metric_vs_iteration(res: Results, frame: pd.DataFrame, where: dict[str, Any]) -> Figure:
-    """Per-learner metric vs step, one panel per p, mean ± SE band over seeds."""
+def fig_metric_vs_iteration(res: Results, frame: pd.DataFrame, where: dict[str, Any],
+                            opts: PlotOptions | None = None) -> PlotFigure:
+    """Per-learner metric vs step, one panel per p, mean and band over seeds."""
+    opts = opts or PlotOptions()
     ps = sorted(frame["p"].unique())
     learners = sorted(int(v) for v in frame["learner"].unique())
-    probers, colors = res.probers(frame), _colors(_n_learners(res))
-    handles = [*_learner_handles(res, learners, probers, colors), *_baseline_handle(res)]
-    fig, axes = _new_figure(len(ps), legend_rows=math.ceil(len(handles) / 4))
-    stats = seed_stats(frame, ["p", "learner", "step"], res.metric)
-    for ax, p in zip(axes, ps, strict=True):
+    probers = res.probers(frame)
+    reported = _reported(res, opts)
+    paper = reported_points(reported, "prober")
+    column = f"update_all_{res.metric}"
+    show_update_all = opts.update_all and column in frame and frame[column].notna().any()
+    handles = [*_learner_handles(res, learners, probers, opts), *_baseline_handle(res, opts)]
+    if show_update_all:
+        handles += _update_all_handle(opts)
+    if paper and probers:
+        handles += _reported_handle(opts, learner_color(probers[0]), "prober at that p")
+    fig, axes = _new_figure(opts, len(ps), handles=handles)
+    stats = _stats(frame, ["p", "learner", "step"], res.metric, opts)
+    update = (_stats(frame, ["p", "step"], column, opts) if show_update_all else None)
+    for k, (ax, p) in enumerate(zip(axes, ps, strict=True)):
         for i in learners:
             s = stats[(stats["p"] == p) & (stats["learner"] == i)]
-            _band(ax, s["step"].to_numpy(), s["mean"].to_numpy(), s["sem"].to_numpy(),
-                  colors[i], linewidth=2.4 if i in probers else 1.4,
-                  marker="o" if i in probers else None, markersize=3)
-        _draw_baseline(ax, res, label=False)
-        ax.set_title(f"p = {_fmt(p)}", fontsize=10)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(res.metric_label)
-    n_seeds = int(stats["n"].max()) if len(stats) else 0
-    _title(fig, res, f"{res.metric_label} vs iteration (mean ± SE over {n_seeds} seeds)", where)
-    _legend_below(fig, handles)
-    return fig
+            style = _learner_style(i, probers, opts)
+            color = style.pop("color")
+            _band(ax, s["step"], s["mean"], s["half"], color, opts, markevery=max(1, len(s) // 8),
+                  **style)
+        if update is not None:
+            u = update[update["p"] == p]
+            ax.plot(u["step"], u["mean"], **_update_all_style(opts))
+        value = paper.get(float(p))
+        if value is not None and probers and len(stats):
+            ax.plot([stats["step"].max()], [value], **_reported_style(
+                opts, learner_color(probers[0])))
+            _keep_inside(ax, [value])
+        _draw_baseline(ax, res.baseline, opts, label=k == 0)
+        ax.set_title(f"p = {_fmt(p)}", fontsize=opts.look.small_size + 1)
+        ax.set_xlabel("step", fontsize=opts.look.font_size)
+    axes[0].set_ylabel(res.metric_label, fontsize=opts.look.font_size)
+    n_seeds = _n_seeds(stats)
+    title = _title(fig, res, f"{res.metric_label} vs iteration", where, opts)
+    _legend_below(fig, handles, opts)
+    extras = []
+    if show_update_all:
+        extras.append("Dotted grey: the update-all copies (trained on every arriving user), "
+                      "mean over learners")
+    if paper:
+        extras.append("Stars: the prober's final value reported in the paper at that p")
+    shows = (f"{res.metric_label.capitalize()} of each learner against the step, one panel "
+             f"per probing weight p" + (f" ({_slice_title(where)})" if where else ""))
+    return PlotFigure("", fig, title, _caption(res, shows, opts, n_seeds, res.baseline, extras))
 
 
-def fig_final_vs_p(res: Results, frame: pd.DataFrame, where: dict[str, Any]) -> Figure:
+def fig_final_vs_p(res: Results, frame: pd.DataFrame, where: dict[str, Any],
+                   opts: PlotOptions | None = None) -> PlotFigure:
     """Final metric vs p per learner (colour), one line style per κ."""
+    opts = opts or PlotOptions()
     final = final_rows(frame)
-    stats = seed_stats(final, ["kappa", "learner", "p"], res.metric)
+    stats = _stats(final, ["kappa", "learner", "p"], res.metric, opts)
     kappas = sorted(stats["kappa"].unique())
     learners = sorted(int(v) for v in stats["learner"].unique())
-    probers, colors = res.probers(frame), _colors(_n_learners(res))
-    handles = _learner_handles(res, learners, probers, colors)
-    if len(kappas) > 1:
+    probers = res.probers(frame)
+    by_kappa = len(kappas) > 1
+    handles = _learner_handles(res, learners, probers, opts, dashed_others=not by_kappa)
+    if by_kappa:
         handles += [Line2D([], [], color="gray", linestyle=_LINESTYLES[k % len(_LINESTYLES)],
-                           label=f"κ = {_fmt(kappa)}") for k, kappa in enumerate(kappas)]
-    handles += _baseline_handle(res)
-    fig, (ax,) = _new_figure(1, panel=(6.4, 4.2), legend_rows=math.ceil(len(handles) / 4))
+                           linewidth=opts.look.line_width, label=f"κ = {_fmt(kappa)}")
+                    for k, kappa in enumerate(kappas)]
+    handles += _baseline_handle(res, opts)
+    reported = _reported(res, opts)
+    paper = reported_points(reported, "prober")
+    update_all = _update_all_final(res, frame) if opts.update_all else None
+    if update_all is not None:
+        handles += _update_all_handle(opts)
+    if paper and probers:
+        handles += _reported_handle(opts, learner_color(probers[0]), "prober")
+    paper_pooled, pooled_handle = _paper_pooled(reported, opts)
+    handles += pooled_handle
+    fig, (ax,) = _new_figure(opts, 1, handles=handles, single=True)
     for k, kappa in enumerate(kappas):
         for i in learners:
             s = stats[(stats["kappa"] == kappa) & (stats["learner"] == i)]
-            ax.errorbar(s["p"], s["mean"], yerr=s["sem"].fillna(0.0), color=colors[i],
-                        linestyle=_LINESTYLES[k % len(_LINESTYLES)],
-                        linewidth=2.4 if i in probers else 1.4,
-                        marker="o" if i in probers else "s", markersize=4, capsize=3)
-    _draw_baseline(ax, res, label=False)
-    ax.set_xlabel("probing weight p")
-    ax.set_ylabel(f"final {res.metric_label}")
-    ax.grid(alpha=0.3)
-    _title(fig, res, "final metric vs p (mean ± SE)", where)
-    _legend_below(fig, handles)
-    return fig
+            style = _learner_style(i, probers, opts, dashed_others=not by_kappa)
+            if by_kappa:
+                style["linestyle"] = _LINESTYLES[k % len(_LINESTYLES)]
+            _errorbar(ax, s["p"], s["mean"], s["half"], opts, **style)
+    if update_all is not None:
+        ax.axhline(update_all, **_update_all_style(opts))
+    if paper and probers:
+        ax.plot(list(paper), list(paper.values()),
+                **_reported_style(opts, learner_color(probers[0])))
+        _keep_inside(ax, list(paper.values()))
+    _draw_paper_pooled(ax, paper_pooled, opts)
+    _draw_baseline(ax, res.baseline, opts)
+    ax.set_xlabel("probing weight p", fontsize=opts.look.font_size)
+    ax.set_ylabel(f"final {res.metric_label}", fontsize=opts.look.font_size)
+    title = _title(fig, res, f"final {res.metric_label} vs probing weight p", where, opts)
+    _legend_below(fig, handles, opts)
+    extras = []
+    if by_kappa:
+        extras.append("Line styles: the κ noise levels")
+    if update_all is not None:
+        extras.append(f"Dotted grey: the update-all copies ({format_number(update_all, 3)})")
+    if paper:
+        extras.append("Stars: the prober's values reported in the paper; dash-dot: the "
+                      "paper's pooled baseline" if paper_pooled is not None
+                      else "Stars: the prober's values reported in the paper")
+    shows = (f"Final {res.metric_label} of each learner (last evaluation step) against the "
+             f"probing weight p" + (f" ({_slice_title(where)})" if where else ""))
+    return PlotFigure("", fig, title,
+                      _caption(res, shows, opts, _n_seeds(stats), res.baseline, extras))
 
 
-def fig_final_vs_nprobe(res: Results, frame: pd.DataFrame, where: dict[str, Any]) -> Figure:
-    """Probers' final metric vs N_probe (mean ± SE) and its spread across seeds."""
+def fig_final_vs_nprobe(res: Results, frame: pd.DataFrame, where: dict[str, Any],
+                        opts: PlotOptions | None = None) -> PlotFigure:
+    """Probers' final metric vs N_probe (mean and band) and its spread across seeds."""
+    opts = opts or PlotOptions()
     final = final_rows(frame)
     final = final[final["is_prober"].astype(bool)]
     if (final["p"] > 0).any():  # at p = 0 the probe set is unused
         final = final[final["p"] > 0]
-    stats = seed_stats(final, ["p", "learner", NPROBE_COLUMN], res.metric)
-    colors = _colors(_n_learners(res))
+    stats = _stats(final, ["p", "learner", NPROBE_COLUMN], res.metric, opts)
     ps = sorted(stats["p"].unique())
     learners = sorted(int(v) for v in stats["learner"].unique())
-    fig, axes = _new_figure(2, ncols=2, panel=(4.8, 3.8), legend_rows=2, sharey=False)
-    handles = []
+    reported = _reported(res, opts)
+    paper = reported_points(reported, "by_n_probe")
+    def style_of(k: int, learner: int) -> dict[str, Any]:
+        return {**_learner_style(learner, learners, opts),
+                "linestyle": _LINESTYLES[k % len(_LINESTYLES)]}
+
+    handles = [Line2D([], [], **style_of(k, i),
+                      label=f"{plain_text(res.learner_name(i))}, p = {_fmt(p)}")
+               for k, p in enumerate(ps) for i in learners]
+    handles += _baseline_handle(res, opts)
+    color = learner_color(learners[0]) if len(learners) == 1 else "black"
+    if paper:
+        handles += _reported_handle(opts, color, "prober")
+    fig, axes = _new_figure(opts, 2, ncols=2, handles=handles, sharey=False)
     for k, p in enumerate(ps):
         for i in learners:
             s = stats[(stats["p"] == p) & (stats["learner"] == i)]
-            style = dict(color=colors[i], linestyle=_LINESTYLES[k % len(_LINESTYLES)],
-                         marker="o", markersize=4)
-            axes[0].errorbar(s[NPROBE_COLUMN], s["mean"], yerr=s["sem"].fillna(0.0),
-                             capsize=3, **style)
-            axes[1].plot(s[NPROBE_COLUMN], s["std"], **style)
-            handles.append(Line2D([], [], **style,
-                                  label=f"{plain_text(res.learner_name(i))}, p = {_fmt(p)}"))
-    handles += _baseline_handle(res)
-    _draw_baseline(axes[0], res, label=False)
+            _errorbar(axes[0], s[NPROBE_COLUMN], s["mean"], s["half"], opts, **style_of(k, i))
+            axes[1].plot(s[NPROBE_COLUMN], s["std"], **style_of(k, i))
+    if paper:
+        axes[0].plot(list(paper), list(paper.values()), **_reported_style(opts, color))
+        _keep_inside(axes[0], list(paper.values()))
+    _draw_baseline(axes[0], res.baseline, opts)
     values = np.unique(stats[NPROBE_COLUMN].to_numpy(float))
+    values = np.unique([*values, *paper]) if paper else values
     for ax in axes:
         if len(values) and values.min() > 0 and values.max() / values.min() >= 10:
             ax.set_xscale("log")
             ax.set_xticks(values, [_fmt(v) for v in values])
             ax.minorticks_off()
-        ax.set_xlabel("N_probe (probe-set size)")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"final {res.metric_label}")
-    axes[0].set_title("mean ± SE over seeds", fontsize=10)
-    axes[1].set_ylabel("standard deviation across seeds")
-    axes[1].set_title("spread across seeds", fontsize=10)
-    _title(fig, res, "probers' final metric vs N_probe", where)
-    _legend_below(fig, handles)
-    return fig
+        ax.set_xlabel("N_probe (probe-set size)", fontsize=opts.look.font_size)
+    axes[0].set_ylabel(f"final {res.metric_label}", fontsize=opts.look.font_size)
+    axes[0].set_title(opts.band_short, fontsize=opts.look.small_size + 1)
+    axes[1].set_ylabel("standard deviation across seeds", fontsize=opts.look.font_size)
+    axes[1].set_title("spread across seeds", fontsize=opts.look.small_size + 1)
+    axes[1].set_ylim(bottom=0)
+    title = _title(fig, res, f"probers' final {res.metric_label} vs N_probe", where, opts)
+    _legend_below(fig, handles, opts)
+    extras = ["Right: the standard deviation of the final value across seeds"]
+    if paper:
+        extras.append("Stars: the values reported in the paper")
+    shows = (f"Final {res.metric_label} of the probers against the probe-set size N_probe"
+             + (f" ({_slice_title(where)})" if where else ""))
+    return PlotFigure("", fig, title,
+                      _caption(res, shows, opts, _n_seeds(stats), res.baseline, extras))
 
 
-def fig_market_share(res: Results, frame: pd.DataFrame, where: dict[str, Any]) -> Figure:
-    """market_share (expected share of the test users, solid, ± SE) and batch_share (share of
-    the arriving batches since the previous evaluation, dashed) per learner vs step, for the
-    smallest and the largest p."""
+def fig_market_share(res: Results, frame: pd.DataFrame, where: dict[str, Any],
+                     opts: PlotOptions | None = None) -> PlotFigure:
+    """market_share (expected share of the test users, solid, with its band) and batch_share
+    (share of the arriving batches since the previous evaluation, dashed) per learner vs step,
+    for the smallest and the largest p."""
+    opts = opts or PlotOptions()
     ps = sorted(frame["p"].unique())
     ps = [ps[0], ps[-1]] if len(ps) > 1 else ps
     learners = sorted(int(v) for v in frame["learner"].unique())
-    probers, colors = res.probers(frame), _colors(_n_learners(res))
+    probers = res.probers(frame)
     has_batch = "batch_share" in frame and frame["batch_share"].notna().any()
-    handles = _learner_handles(res, learners, probers, colors)
+    handles = _learner_handles(res, learners, probers, opts, dashed_others=False)
     handles.append(Line2D([], [], color="gray", label="market share (expected, test users)"))
     if has_batch:
         handles.append(Line2D([], [], color="gray", linestyle="--",
                               label="batch share (mean since last eval)"))
-    fig, axes = _new_figure(len(ps), ncols=len(ps), legend_rows=math.ceil(len(handles) / 4))
-    share = seed_stats(frame, ["p", "learner", "step"], "market_share")
+    fig, axes = _new_figure(opts, len(ps), ncols=len(ps), handles=handles)
+    share = _stats(frame, ["p", "learner", "step"], "market_share", opts)
     batch = seed_stats(frame, ["p", "learner", "step"], "batch_share") if has_batch else None
     for ax, p in zip(axes, ps, strict=True):
         for i in learners:
             s = share[(share["p"] == p) & (share["learner"] == i)]
-            _band(ax, s["step"].to_numpy(), s["mean"].to_numpy(), s["sem"].to_numpy(),
-                  colors[i], linewidth=2.0 if i in probers else 1.4)
+            style = _learner_style(i, probers, opts, dashed_others=False)
+            color = style.pop("color")
+            _band(ax, s["step"], s["mean"], s["half"], color, opts,
+                  markevery=max(1, len(s) // 8), **style)
             if batch is not None:
                 b = batch[(batch["p"] == p) & (batch["learner"] == i)]
-                ax.plot(b["step"], b["mean"], color=colors[i], linestyle="--", linewidth=1.0,
-                        alpha=0.8)
-        ax.set_title(f"p = {_fmt(p)}", fontsize=10)
-        ax.set_xlabel("step")
+                ax.plot(b["step"], b["mean"], color=color, linestyle="--",
+                        linewidth=opts.look.line_width * 0.7, alpha=0.8)
+        ax.set_title(f"p = {_fmt(p)}", fontsize=opts.look.small_size + 1)
+        ax.set_xlabel("step", fontsize=opts.look.font_size)
         ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("share of users choosing the learner")
-    _title(fig, res, "market share vs iteration (mean over seeds)", where)
-    _legend_below(fig, handles)
-    return fig
+    axes[0].set_ylabel("share of users choosing the learner", fontsize=opts.look.font_size)
+    title = _title(fig, res, "market share vs iteration", where, opts)
+    _legend_below(fig, handles, opts)
+    shows = ("Market share of each learner against the step (solid: expected share of the "
+             "test users under the choice rule" + ("; dashed: realised share of the arriving "
+                                                    "batches" if has_batch else "")
+             + "), at the smallest and the largest p"
+             + (f" ({_slice_title(where)})" if where else ""))
+    return PlotFigure("", fig, title, _caption(res, shows, opts, _n_seeds(share), None))
 
 
-def fig_two_prober(res: Results, frame: pd.DataFrame, where: dict[str, Any]) -> Figure:
-    """Final metric vs p, probers (solid) vs non-probers (dashed), and each learner's change
-    from its value at the smallest p."""
+def fig_two_prober(res: Results, frame: pd.DataFrame, where: dict[str, Any],
+                   opts: PlotOptions | None = None) -> PlotFigure:
+    """Final metric vs p, probers (thick, filled) vs non-probers (thin, hollow, dashed), and
+    each learner's change from its value at the smallest p."""
+    opts = opts or PlotOptions()
     final = final_rows(frame)
-    stats = seed_stats(final, ["learner", "p"], res.metric)
+    stats = _stats(final, ["learner", "p"], res.metric, opts)
     learners = sorted(int(v) for v in stats["learner"].unique())
-    probers, colors = res.probers(frame), _colors(_n_learners(res))
+    probers = res.probers(frame)
     p0 = stats["p"].min()
-    fig, axes = _new_figure(2, ncols=2, panel=(4.8, 3.8), legend_rows=3, sharey=False)
-    handles = []
+    update_all = _update_all_final(res, frame) if opts.update_all else None
+    handles = [*_learner_handles(res, learners, probers, opts), *_baseline_handle(res, opts)]
+    if update_all is not None:
+        handles += _update_all_handle(opts)
+    fig, axes = _new_figure(opts, 2, ncols=2, handles=handles, sharey=False)
     for i in learners:
         s = stats[stats["learner"] == i].sort_values("p")
-        is_prober = i in probers
-        style = dict(color=colors[i], linestyle="-" if is_prober else "--",
-                     linewidth=2.4 if is_prober else 1.3, marker="o" if is_prober else "s",
-                     markersize=4)
-        axes[0].errorbar(s["p"], s["mean"], yerr=s["sem"].fillna(0.0), capsize=3, **style)
+        style = _learner_style(i, probers, opts)
+        _errorbar(axes[0], s["p"], s["mean"], s["half"], opts, **style)
         start = s.loc[s["p"] == p0, "mean"]
         if len(start):
             axes[1].plot(s["p"], s["mean"] - float(start.iloc[0]), **style)
-        handles.append(Line2D([], [], **style, label=_learner_label(res, i, probers)))
-    handles += _baseline_handle(res)
-    _draw_baseline(axes[0], res, label=False)
+    if update_all is not None:
+        axes[0].axhline(update_all, **_update_all_style(opts))
+    _draw_baseline(axes[0], res.baseline, opts)
     axes[1].axhline(0.0, color="gray", linewidth=0.8)
     for ax in axes:
-        ax.set_xlabel("probing weight p")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"final {res.metric_label}")
-    axes[0].set_title("final metric (mean ± SE)", fontsize=10)
-    axes[1].set_ylabel(f"change from p = {_fmt(p0)}")
-    axes[1].set_title("gain relative to the smallest p", fontsize=10)
-    _title(fig, res, f"{len(probers)} probers vs non-probers", where)
-    _legend_below(fig, handles)
-    return fig
+        ax.set_xlabel("probing weight p", fontsize=opts.look.font_size)
+    axes[0].set_ylabel(f"final {res.metric_label}", fontsize=opts.look.font_size)
+    axes[0].set_title(f"final value ({opts.band_short})", fontsize=opts.look.small_size + 1)
+    axes[1].set_ylabel(f"change from p = {_fmt(p0)}", fontsize=opts.look.font_size)
+    axes[1].set_title("gain relative to the smallest p", fontsize=opts.look.small_size + 1)
+    title = _title(fig, res, f"{len(probers)} probers vs non-probers", where, opts)
+    _legend_below(fig, handles, opts)
+    shows = (f"Final {res.metric_label} against p for the {len(probers)} probing learners "
+             f"(thick lines, filled markers) and the others (thin, dashed, hollow); right: "
+             f"each learner's change from p = {_fmt(p0)}"
+             + (f" ({_slice_title(where)})" if where else ""))
+    return PlotFigure("", fig, title,
+                      _caption(res, shows, opts, _n_seeds(stats), res.baseline))
 
 
 def fig_metrics_overview(res: Results, learners: pd.DataFrame, market: pd.DataFrame | None,
-                         where: dict[str, Any]) -> Figure:
+                         where: dict[str, Any], opts: PlotOptions | None = None) -> PlotFigure:
     """One small panel per recorded metric of the metric table (learner and prober kinds: one
-    line per learner; market kind: one line), mean ± SE over seeds vs step, titled with the
-    metric's display label; the pooled baseline where the manifest records that metric."""
+    line per learner; market kind: one line), mean and band over seeds vs step, titled with
+    the metric's display label; the pooled baseline where the manifest records that metric."""
+    opts = opts or PlotOptions()
     names = recorded_metrics(learners, ("learner", "prober"))
     market_names = recorded_metrics(market, ("market",)) if market is not None else []
     learner_ids = sorted(int(v) for v in learners["learner"].unique())
-    probers, colors = res.probers(learners), _colors(_n_learners(res))
-    handles = _learner_handles(res, learner_ids, probers, colors)
+    probers = res.probers(learners)
+    handles = _learner_handles(res, learner_ids, probers, opts)
     if market_names:
         handles.append(Line2D([], [], color="black", linewidth=1.4, label="market-wide"))
     if any(res.baseline_of(n) is not None for n in [*names, *market_names]):
-        handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1.0,
-                              label="pooled baseline"))
+        handles.append(Line2D([], [], **_baseline_style(opts), label="pooled baseline"))
     n_panels = len(names) + len(market_names)
-    fig, axes = _new_figure(n_panels, ncols=min(n_panels, 4), panel=(3.3, 2.5),
-                            legend_rows=math.ceil(len(handles) / 4), sharey=False)
+    fig, axes = _new_figure(opts, n_panels, ncols=min(n_panels, 4),
+                            handles=handles, sharey=False)
     n_seeds = 0
+    small = opts.look.small_size
     for ax, name in zip(axes, [*names, *market_names], strict=True):
         if name in names:
-            stats = seed_stats(learners, ["learner", "step"], name)
+            stats = _stats(learners, ["learner", "step"], name, opts)
             for i in learner_ids:
                 s = stats[stats["learner"] == i]
-                _band(ax, s["step"].to_numpy(), s["mean"].to_numpy(), s["sem"].to_numpy(),
-                      colors[i], linewidth=1.8 if i in probers else 1.2)
+                style = _learner_style(i, probers, opts)
+                color = style.pop("color")
+                style.pop("marker")
+                _band(ax, s["step"], s["mean"], s["half"], color, opts, **style)
         else:
-            stats = seed_stats(market, ["step"], name)
-            _band(ax, stats["step"].to_numpy(), stats["mean"].to_numpy(),
-                  stats["sem"].to_numpy(), "black", linewidth=1.4)
-        n_seeds = max(n_seeds, int(stats["n"].max()) if len(stats) else 0)
-        baseline = res.baseline_of(name)
-        if baseline is not None:
-            ax.axhline(baseline, color="black", linestyle="--", linewidth=1.0)
+            stats = _stats(market, ["step"], name, opts)
+            _band(ax, stats["step"], stats["mean"], stats["half"], "black", opts,
+                  linewidth=opts.look.line_width)
+        n_seeds = max(n_seeds, _n_seeds(stats))
+        _draw_baseline(ax, res.baseline_of(name), opts, label=False)
         metric = METRICS.get(name)
         ax.set_title(metric.display + (" (market)" if metric.kind == "market" else ""),
-                     fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    _title(fig, res, f"every recorded metric vs iteration (mean ± SE over {n_seeds} seeds)",
-           where)
-    _legend_below(fig, handles)
-    return fig
+                     fontsize=small if opts.style == "paper" else small + 1)
+        ax.set_xlabel("step", fontsize=small)
+    title = _title(fig, res, "every recorded metric vs iteration", where, opts)
+    _legend_below(fig, handles, opts)
+    shows = ("Every metric the runs recorded against the step, one panel per metric (per "
+             "learner, or market-wide)" + (f" ({_slice_title(where)})" if where else ""))
+    return PlotFigure("metrics_overview", fig, title,
+                      _caption(res, shows, opts, n_seeds, None,
+                               ["Dashed black: the pooled baseline where it records the "
+                                "metric"]))
 
 
-def _overview(res: Results) -> tuple[str, Figure] | None:
+def _overview(res: Results, opts: PlotOptions) -> PlotFigure | None:
     """The metrics overview at the smallest p, other conditions at their reference values."""
     where = reference_conditions(res.learners, res.static_columns)
     learners = at_conditions(res.learners, where)
@@ -408,39 +815,63 @@ def _overview(res: Results) -> tuple[str, Figure] | None:
     if res.market is not None and len(res.market):
         market = at_conditions(res.market, where)
     shown = {k: v for k, v in where.items() if k in res.varying() or k == "p"}
-    return "metrics_overview", fig_metrics_overview(res, learners, market, shown)
+    return fig_metrics_overview(res, learners, market, shown, opts)
 
 
-def make_figures(results_dir: Results | str | Path, overview: bool = True
-                 ) -> list[tuple[str, Figure]]:
-    """Every applicable figure of a results directory as (file stem, Figure); ``overview``:
-    also the panel grid of every recorded metric (``metrics_overview``)."""
+@contextmanager
+def _rc(opts: PlotOptions) -> Iterator[None]:
+    """The style's matplotlib settings while figures are built (fonts are fixed then)."""
+    look = opts.look
+    rc = {"font.size": look.font_size, "axes.labelsize": look.font_size,
+          "axes.titlesize": look.small_size + 1, "legend.fontsize": look.small_size,
+          "xtick.labelsize": look.small_size, "ytick.labelsize": look.small_size,
+          "savefig.dpi": look.dpi, **look.rc}
+    with matplotlib.rc_context(rc):
+        yield
+
+
+def _options(options: PlotOptions | None, kwargs: dict[str, Any]) -> PlotOptions:
+    if options is not None and kwargs:
+        raise TypeError("pass either options= or the keyword options, not both")
+    return options or PlotOptions(**kwargs)
+
+
+def make_figures(results_dir: Results | str | Path, overview: bool = True,
+                 options: PlotOptions | None = None, **kwargs: Any) -> list[PlotFigure]:
+    """Every applicable figure of a results directory as :class:`PlotFigure` (stem, figure,
+    title, caption; iterates as ``(stem, figure)``). ``overview``: also the panel grid of
+    every recorded metric (``metrics_overview``). Options (:class:`PlotOptions`, or its
+    fields as keywords): ``style`` (``screen`` | ``paper``), ``band`` (``se`` | ``ci95``),
+    ``update_all``, ``reported``, ``titles``."""
+    opts = _options(options, kwargs)
     res = load_results(results_dir)
     frame = res.learners
     if res.metric is None or not len(frame):
         return []
-    out: list[tuple[str, Figure]] = []
-    for where, part in _slices(res, frame, ["p"]):
-        out.append((_slice_stem("metric_vs_iteration", where),
-                    fig_metric_vs_iteration(res, part, where)))
-    if frame["p"].nunique() > 1:
-        for where, part in _slices(res, frame, ["p", "kappa"]):
-            out.append((_slice_stem("final_vs_p", where), fig_final_vs_p(res, part, where)))
+    several_p = frame["p"].nunique() > 1
+    # (kind, drawing function, conditions it puts on an axis, whether a slice gets one)
+    kinds: list[tuple[str, Callable[..., PlotFigure], list[str],
+                      Callable[[pd.DataFrame], bool]]] = [
+        ("metric_vs_iteration", fig_metric_vs_iteration, ["p"], lambda part: True)]
+    if several_p:
+        kinds.append(("final_vs_p", fig_final_vs_p, ["p", "kappa"], lambda part: True))
     if NPROBE_COLUMN in frame and frame[NPROBE_COLUMN].nunique() > 1 and res.probers():
-        for where, part in _slices(res, frame, ["p", NPROBE_COLUMN]):
-            if part["is_prober"].any():
-                out.append((_slice_stem("final_vs_nprobe", where),
-                            fig_final_vs_nprobe(res, part, where)))
+        kinds.append(("final_vs_nprobe", fig_final_vs_nprobe, ["p", NPROBE_COLUMN],
+                      lambda part: bool(part["is_prober"].any())))
     if "market_share" in frame and frame["market_share"].notna().any():
-        for where, part in _slices(res, frame, ["p"]):
-            out.append((_slice_stem("market_share_vs_iteration", where),
-                        fig_market_share(res, part, where)))
-    if frame["p"].nunique() > 1:
-        for where, part in _slices(res, frame, ["p"]):
-            if len(res.probers(part)) >= 2 and part["p"].nunique() > 1:
-                out.append((_slice_stem("two_prober_comparison", where),
-                            fig_two_prober(res, part, where)))
-    grid = _overview(res) if overview else None
+        kinds.append(("market_share_vs_iteration", fig_market_share, ["p"], lambda part: True))
+    if several_p:
+        kinds.append(("two_prober_comparison", fig_two_prober, ["p"],
+                      lambda part: len(res.probers(part)) >= 2 and part["p"].nunique() > 1))
+    out: list[PlotFigure] = []
+    with _rc(opts):
+        for kind, draw, exclude, applies in kinds:
+            for where, part in _slices(res, frame, exclude):
+                if applies(part):
+                    drawn = draw(res, part, where, opts)
+                    drawn.stem = _slice_stem(kind, where)
+                    out.append(drawn)
+        grid = _overview(res, opts) if overview else None
     if grid is not None:
         out.append(grid)
     return out
@@ -454,37 +885,44 @@ def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
     return formats
 
 
-def save_figure(fig: Figure, stem: Path, formats: Sequence[str] = FORMATS) -> list[Path]:
-    """Write ``stem.<fmt>`` for each format (PDFs without a creation date, so reruns match)."""
+def save_figure(fig: Figure | PlotFigure, stem: Path, formats: Sequence[str] = FORMATS
+                ) -> list[Path]:
+    """Write ``stem.<fmt>`` for each format at the figure's resolution (PDFs without a
+    creation date, so reruns match)."""
+    fig = fig.figure if isinstance(fig, PlotFigure) else fig
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in _check_formats(formats):
         path = stem.with_name(f"{stem.name}.{fmt}")
         metadata = {"CreationDate": None} if fmt == "pdf" else None
-        fig.savefig(path, format=fmt, dpi=130, metadata=metadata)
+        fig.savefig(path, format=fmt, dpi=fig.dpi, metadata=metadata)
         paths.append(path)
     return paths
 
 
-def figure_png(fig: Figure, dpi: int = 110) -> bytes:
+def figure_png(fig: Figure | PlotFigure, dpi: int = 110) -> bytes:
     """A figure as PNG bytes (for embedding)."""
+    fig = fig.figure if isinstance(fig, PlotFigure) else fig
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
 
 
 def plot_results(results_dir: str | Path, out_dir: str | Path | None = None,
-                 formats: Sequence[str] = FORMATS, overview: bool = True) -> list[Path]:
+                 formats: Sequence[str] = FORMATS, overview: bool = True,
+                 options: PlotOptions | None = None, **kwargs: Any) -> list[Path]:
     """Write every applicable figure of ``results_dir`` to ``out_dir`` (default
     ``results_dir/figures``) in each of ``formats``; returns the paths written.
     ``overview=False`` leaves out the every-metric panel grid (``reproduce`` does: it draws
-    the paper's figure types, and the grid is the slowest figure to render)."""
+    the paper's figure types, and the grid is the slowest figure to render). Options as in
+    :func:`make_figures` (``style``, ``band``, ``update_all``, ``reported``, ``titles``)."""
     formats = _check_formats(formats)
+    opts = _options(options, kwargs)
     res = load_results(results_dir)
     out = Path(out_dir) if out_dir is not None else res.path / "figures"
     paths: list[Path] = []
-    for stem, fig in make_figures(res, overview=overview):
-        paths += save_figure(fig, out / stem, formats)
+    for drawn in make_figures(res, overview=overview, options=opts):
+        paths += save_figure(drawn.figure, out / drawn.stem, formats)
     return paths
 
 
@@ -499,20 +937,28 @@ def _at_reference(res: Results, frame: pd.DataFrame) -> pd.DataFrame:
     return at_conditions(frame, reference_conditions(frame, res.static_columns))
 
 
-def _final_by_learner(res: Results, frame: pd.DataFrame) -> pd.DataFrame:
-    return seed_stats(final_rows(frame), ["learner"], res.metric).set_index("learner")
-
-
 def plot_bad_vs_good(bad_dir: str | Path, good_dir: str | Path, out_stem: str | Path,
-                     formats: Sequence[str] = FORMATS) -> list[Path]:
+                     formats: Sequence[str] = FORMATS, options: PlotOptions | None = None,
+                     **kwargs: Any) -> list[Path]:
     """Bars of each learner's final metric: the bad run at p = 0 (its smallest p), the good run
     at p = 0 and at its best p; the pooled baseline as a horizontal line. Writes
     ``out_stem.<fmt>`` for each format and returns the paths."""
-    fig = fig_bad_vs_good(load_results(bad_dir), load_results(good_dir))
-    return save_figure(fig, Path(out_stem), formats)
+    opts = _options(options, kwargs)
+    drawn = fig_bad_vs_good(load_results(bad_dir), load_results(good_dir), opts)
+    return save_figure(drawn.figure, Path(out_stem), formats)
 
 
-def fig_bad_vs_good(bad: Results, good: Results) -> Figure:
+# How the three bars of a learner differ (its colour is the learner's): fill, alpha, hatch.
+_BAR_LOOKS = ({"fill": False, "hatch": "////", "alpha": 1.0},
+              {"fill": True, "hatch": None, "alpha": 0.45},
+              {"fill": True, "hatch": None, "alpha": 1.0})
+
+
+def fig_bad_vs_good(bad: Results, good: Results, opts: PlotOptions | None = None
+                    ) -> PlotFigure:
+    """The bars of :func:`plot_bad_vs_good`: one group per learner in the learner's colour,
+    hatched (bad run), light (good run, smallest p) and solid (good run, best p)."""
+    opts = opts or PlotOptions()
     for res, role in ((bad, "bad"), (good, "good")):
         if res.metric is None:
             raise ValueError(f"the {role} results directory {res.path} has no finished runs")
@@ -524,33 +970,66 @@ def fig_bad_vs_good(bad: Results, good: Results) -> Figure:
     good_frame = _at_reference(good, good.learners)
     p_low = float(good_frame["p"].min())
     p_best = good.best_p(good_frame)
-    bars = [(f"bad (p = {_fmt(float(bad_frame['p'].min()))})", bad, bad_frame),
-            (f"good, p = {_fmt(p_low)}", good, good_frame[good_frame["p"] == p_low])]
+    bars = [(f"bad market, p = {_fmt(float(bad_frame['p'].min()))}", bad, bad_frame),
+            (f"good market, p = {_fmt(p_low)}", good, good_frame[good_frame["p"] == p_low])]
     if p_best != p_low:
-        bars.append((f"good, best p = {_fmt(p_best)}", good,
+        bars.append((f"good market, best p = {_fmt(p_best)}", good,
                      good_frame[good_frame["p"] == p_best]))
     n = max(_n_learners(bad), _n_learners(good))
     probers = sorted(set(good.probers(good_frame)))
     width = 0.8 / len(bars)
-    fig = Figure(figsize=(max(7.0, 1.1 * n + 2.5), 4.8), layout="constrained")
-    ax = fig.subplots()
-    palette = ["#c0504d", "#8eb4e3", "#1f4e79"]
-    x = np.arange(n)
-    for k, (label, res, frame) in enumerate(bars):
-        stats = _final_by_learner(res, frame).reindex(range(n))
-        ax.bar(x + (k - (len(bars) - 1) / 2) * width, stats["mean"], width * 0.95,
-               yerr=stats["sem"].fillna(0.0), capsize=3, color=palette[k % 3], label=label)
     baseline = good.baseline if good.baseline is not None else bad.baseline
-    if baseline is not None:
-        ax.axhline(baseline, color="black", linestyle="--", linewidth=1.4,
-                   label=f"pooled baseline ({baseline:.3g})")
-    ax.set_xticks(x, [f"{i}{' (prober)' if i in probers else ''}" for i in range(n)],
-                  fontsize=8)
-    ax.set_xlabel("learner")
-    ax.set_ylabel(f"final {good.metric_label}")
-    ax.grid(alpha=0.3, axis="y")
-    fig.legend(fontsize=8, loc="outside lower center", ncols=4, frameon=False)
-    fig.suptitle(f"bad ({plain_text(bad.name)}) vs good ({plain_text(good.name)}): final "
-                 f"metric per learner "
-                 f"(mean ± SE)", fontsize=11)
-    return fig
+    update_all = _update_all_final(good, good_frame) if opts.update_all else None
+    paper_pooled, pooled_handle = _paper_pooled(
+        (_config(good).get("reported") or {}) if opts.reported else {}, opts)
+    handles = [Patch(facecolor="#777777" if look["fill"] else "white", edgecolor="#555555",
+                     alpha=look["alpha"], hatch=look["hatch"], label=label)
+               for (label, _, _), look in zip(bars, _BAR_LOOKS, strict=False)]
+    handles += _baseline_handle(good, opts, baseline)
+    if update_all is not None:
+        handles += _update_all_handle(opts)
+    handles += pooled_handle
+    with _rc(opts):
+        fig, (ax,) = _new_figure(opts, 1, handles=handles, single=True)
+        x = np.arange(n)
+        colors = [learner_color(i) for i in range(n)]
+        n_seeds = 0
+        for k, (_label, res, frame) in enumerate(bars):
+            stats = _stats(final_rows(frame), ["learner"], res.metric, opts)
+            n_seeds = max(n_seeds, _n_seeds(stats))
+            stats = stats.set_index("learner").reindex(range(n))
+            look = _BAR_LOOKS[k % len(_BAR_LOOKS)]
+            offsets = x + (k - (len(bars) - 1) / 2) * width
+            for i in range(n):
+                ax.bar(offsets[i], stats["mean"].iloc[i], width * 0.92,
+                       yerr=np.nan_to_num(stats["half"].iloc[i], nan=0.0), capsize=2,
+                       color=colors[i] if look["fill"] else "white", edgecolor=colors[i],
+                       alpha=look["alpha"], hatch=look["hatch"], linewidth=1.0,
+                       error_kw={"elinewidth": 0.8, "ecolor": "black"}, gid=f"learner-{i}")
+        if update_all is not None:
+            ax.axhline(update_all, **_update_all_style(opts))
+        _draw_paper_pooled(ax, paper_pooled, opts)
+        _draw_baseline(ax, baseline, opts)
+        ax.set_xticks(x, [f"{i}{' (prober)' if i in probers else ''}" for i in range(n)],
+                      fontsize=opts.look.small_size)
+        for tick, color in zip(ax.get_xticklabels(), colors, strict=True):
+            tick.set_color(color)
+        ax.set_xlabel("learner", fontsize=opts.look.font_size)
+        ax.set_ylabel(f"final {good.metric_label}", fontsize=opts.look.font_size)
+        ax.grid(False)
+        ax.grid(alpha=0.3, axis="y", linewidth=0.5)
+        _legend_below(fig, handles, opts)
+        good_title = experiment_title(_config(good))
+        both = (good_title.replace("good market", "bad vs good market")
+                if "good market" in good_title
+                else f"{experiment_title(_config(bad))} vs {good_title}")
+        title = f"{textwrap.shorten(both, 90)}\nfinal {good.metric_label} per learner"
+        if opts.show_titles:
+            fig.suptitle(plain_text(title), fontsize=opts.look.title_size)
+    shows = (f"Final {good.metric_label} of each learner (bars in the learner's colour): "
+             f"hatched, the bad market ({bad.name}) without probing; light, the good market "
+             f"({good.name}) at p = {_fmt(p_low)}"
+             + (f"; solid, the good market at its best p = {_fmt(p_best)}"
+                if p_best != p_low else ""))
+    caption = _caption(good, shows, opts, n_seeds, baseline)
+    return PlotFigure(f"{bad.name}_vs_{good.name}", fig, title.replace("\n", ": "), caption)
