@@ -11,6 +11,19 @@ from userchoice.synthetic import gaussian_mixture_market
 from userchoice.theory import trap_market
 from userchoice.version import __version__
 
+
+def __getattr__(name: str):  # results readers need pandas and pyarrow: loaded on first use
+    if name == "load_results":
+        from userchoice.analysis import load_results
+
+        return load_results
+    if name == "ResultsDir":
+        from userchoice.experiments.store import ResultsDir
+
+        return ResultsDir
+    raise AttributeError(f"module 'userchoice' has no attribute {name!r}")
+
+
 __all__ = [
     "MLP",
     "Dataset",
@@ -21,12 +34,14 @@ __all__ = [
     "MaskedMultiSquared",
     "Preferences",
     "ProbingSpec",
+    "ResultsDir",
     "SimulationResult",
     "Squared",
     "__version__",
     "erm_init",
     "gaussian_mixture_market",
     "knob_grid",
+    "load_results",
     "make_family",
     "make_knobs",
     "pooled_fit",

@@ -12,10 +12,11 @@ import numpy as np
 
 from userchoice.data.dataset import Dataset
 from userchoice.preferences import Preferences, preferences_from_data
+from userchoice.reprs import SummaryRepr, number, short_list
 
 
-@dataclass(frozen=True)
-class Market:
+@dataclass(frozen=True, repr=False)
+class Market(SummaryRepr):
     """What the engine runs on: a dataset plus every user's preferences (train and test).
 
     Test users carry preferences too, so expected market shares, local losses and the
@@ -46,6 +47,18 @@ class Market:
     @property
     def n_learners(self) -> int:
         return self.preferences_train.n_learners
+
+    def _summary_rows(self) -> list[tuple[str, str]]:
+        ds = self.dataset
+        rows = [("name", repr(self.name)), ("data", repr(ds.name)),
+                ("learners", str(self.n_learners)),
+                ("train", f"{number(ds.n_train)} users × {ds.n_features} features"),
+                ("test", f"{number(np.shape(ds.x_test)[0])} users")]
+        if self.provenance.get("mode"):
+            rows.append(("preferences", str(self.provenance["mode"])))
+        shares = self.preferences_train.favourite_shares()
+        rows.append(("favourite_shares", short_list(f"{s:.3g}" for s in shares)))
+        return rows
 
 
 def make_market(dataset: Dataset, preferences: str, n_learners: int, *,

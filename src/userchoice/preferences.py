@@ -11,9 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from userchoice.reprs import SummaryRepr, short_list
 
-@dataclass(frozen=True)
-class Preferences:
+
+@dataclass(frozen=True, repr=False)
+class Preferences(SummaryRepr):
     """``rank[u, i]`` is the position of learner i in user u's ranking; ``favourite = argmin``."""
 
     rank: np.ndarray  # [N, n] int, each row a permutation of 0..n-1
@@ -37,6 +39,14 @@ class Preferences:
 
     def __len__(self) -> int:
         return int(self.rank.shape[0])
+
+    def favourite_shares(self) -> np.ndarray:
+        """Share of the users whose favourite each learner is, [n]."""
+        return np.bincount(self.favourite, minlength=self.n_learners) / max(1, len(self))
+
+    def _summary_rows(self) -> list[tuple[str, str]]:
+        return [("users", f"{len(self):,}"), ("learners", str(self.n_learners)),
+                ("favourite_shares", short_list(f"{s:.3g}" for s in self.favourite_shares()))]
 
     @classmethod
     def from_favourite(cls, favourite: np.ndarray, n_learners: int) -> Preferences:

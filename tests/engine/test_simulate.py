@@ -355,13 +355,14 @@ def test_bad_market_or_shapes_are_named(mixture_market):
 def test_summarise_groups_runs_by_knobs(mixture_market):
     spec = EngineSpec(Logistic(), 3, 8, 10, eval_every=5)
     result = simulate(mixture_market, spec, knob_grid(3, seed=range(3), tau=[0.2, 0.9]))
-    rows = result.summarise("test_loss", by=("tau",))
-    assert [row["tau"] for row in rows] == pytest.approx([0.2, 0.9])
-    for row in rows:
-        chosen = np.isclose(np.asarray(result.knobs.tau), row["tau"])
+    stats = result.summarise("test_loss", by=("tau",))  # a DataFrame: tau × learner
+    assert sorted(set(stats["tau"])) == pytest.approx([0.2, 0.9])
+    for tau, part in stats.groupby("tau"):
+        chosen = np.isclose(np.asarray(result.knobs.tau), tau)
         values = result.final("test_loss")[chosen]
-        assert row["n_runs"] == 3
-        np.testing.assert_allclose(row["mean"], values.mean(axis=0), rtol=1e-6)
-        np.testing.assert_allclose(row["sem"], values.std(axis=0, ddof=1) / np.sqrt(3), rtol=1e-5)
+        assert part["learner"].tolist() == [0, 1, 2] and (part["n"] == 3).all()
+        np.testing.assert_allclose(part["mean"], values.mean(axis=0), rtol=1e-6)
+        np.testing.assert_allclose(part["sem"], values.std(axis=0, ddof=1) / np.sqrt(3),
+                                   rtol=1e-5)
     with pytest.raises(ValueError, match="by must name knobs"):
         result.summarise("test_loss", by=("gamma",))

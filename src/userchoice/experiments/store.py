@@ -34,7 +34,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from userchoice.atomic import atomic_write
+from userchoice.frames import FrameKind, stored_dataset, stored_frame, table_order
+from userchoice.reprs import SummaryRepr, short_list
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 try:  # POSIX; elsewhere the lock falls back to exclusive creation of the lock file
     import fcntl
@@ -49,6 +54,7 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 TABLES = ("runs", "learners", "market")
+RUN_STATUSES = ("done", "diverged", "failed")  # a run's status in the runs table
 MANIFEST = "manifest.json"
 LOCK = "writer.lock"
 STAGING_PREFIX = ".writer-"
@@ -326,8 +332,12 @@ def _verify(folder: Path, key: str) -> tuple[pd.DataFrame | None, str | None]:
     return runs, None
 
 
-@dataclass
-class ResultsDir:
+@dataclass(repr=False)
+class ResultsDir(SummaryRepr):
+    """A results directory on disk: its manifest and its tables, written per chunk by a sweep
+    (see the module docstring), read as tidy frames (:meth:`to_dataframe`) or an xarray
+    Dataset (:meth:`to_xarray`)."""
+
     path: Path
     _lock: WriterLock | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -507,3 +517,99 @@ class ResultsDir:
         frame = pd.concat(parts, ignore_index=True)
         order = [c for c in ("group", "run_id", "step", "learner") if c in frame.columns]
         return frame.sort_values(order, kind="stable").reset_index(drop=True)
+
+    # --------------------------------------------------------------------- results as data
+
+    def _frames(self, done_only: bool) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        runs, learners, market = (self.table(name) for name in TABLES)
+        if done_only and len(runs):
+            runs = runs[runs["status"] == RUN_STATUSES[0]].reset_index(drop=True)
+            done = set(runs["run_id"])
+            learners, market = (frame[frame["run_id"].isin(done)].reset_index(drop=True)
+                                if len(frame) else frame for frame in (learners, market))
+        return runs, learners, market
+
+    def _prior(self) -> list[float] | None:
+        try:
+            prior = (self.read_manifest()["config"].get("knobs") or {}).get("prior")
+        except FileNotFoundError:
+            return None
+        return None if prior is None else [float(v) for v in prior]
+
+    def to_dataframe(self, kind: FrameKind = "all", done_only: bool = False) -> pd.DataFrame:
+        """The stored runs as one tidy frame, as ``SimulationResult.to_dataframe``: one row per
+        (run, evaluation step, learner) for ``kind="all"`` (default), ``"learner"`` or
+        ``"prober"``, per (run, step) for ``"market"``.
+
+        Differences from ``SimulationResult``: runs are named by ``run_id`` (their content
+        hash; no ``run`` index) and ordered by ``group`` and ``run_id``; the runs table's
+        columns come along (``group``, its knobs, ``prior`` from the config, one column per
+        ``static_grid`` key, ``status``, ``reason``, ``diverged_step``); failed runs have no
+        rows. ``done_only`` keeps the runs that finished without diverging (what every
+        statistic of the figures, report and summary uses).
+        """
+        runs, learners, market = self._frames(done_only)
+        frame = stored_frame(runs, learners, market, kind, self._prior())
+        if "status" in frame:
+            frame["status"] = pd.Categorical(frame["status"], categories=RUN_STATUSES)
+        return frame
+
+    def to_xarray(self, done_only: bool = False) -> xr.Dataset:
+        """The stored runs as an ``xarray.Dataset``, as ``SimulationResult.to_xarray``: dims
+        ``run`` (coordinate: the run ids), ``step``, ``learner``, ``prober``; the runs table's
+        knobs, static values and status as coordinates along ``run``; the sweep's name and
+        identity in ``attrs``. Steps no run of a group evaluated are NaN for that group."""
+        runs, learners, market = self._frames(done_only)
+        manifest = self.read_manifest()
+        identity = manifest.get("identity") or {}
+        attrs = {"name": manifest["name"], "n_runs": manifest["n_runs"],
+                 "config_hash": str(manifest.get("config_hash", "")),
+                 "sweep_id": str(identity.get("sweep_id", "")), "path": str(self.path)}
+        description = manifest["config"].get("description")
+        if description:
+            attrs["description"] = str(description)
+        return stored_dataset(runs, learners, market, self._prior(), attrs)
+
+    def _summary_rows(self) -> list[tuple[str, str]]:
+        rows = [("path", repr(str(self.path)))]
+        if not self.manifest_path.is_file():
+            return [*rows, ("manifest", "none (not a results directory yet)")]
+        manifest = self.read_manifest()
+        scan = self.scan()
+        status = (pd.concat(scan.committed.values())["status"].value_counts()
+                  if scan.committed else pd.Series(dtype=int))
+        finished = int(status.sum())
+        counts = ", ".join(f"{status.get(name, 0)} {name}" for name in RUN_STATUSES)
+        rows += [("name", repr(manifest["name"])),
+                 ("runs", f"{counts}, {max(0, manifest['n_runs'] - finished)} pending "
+                          f"of {manifest['n_runs']}")]
+        if scan.damaged:
+            rows.append(("damaged chunks", str(len(scan.damaged))))
+        rows.append(("varied", _varied(manifest["config"])))
+        metrics = []
+        for name in ("learners", "market"):
+            parts = [self.path / name / f"{key}.parquet" for key in sorted(scan.committed)]
+            if parts:
+                metrics += [c for c in pq.read_schema(parts[0]).names
+                            if c not in ("run_id", "step", "learner", "is_prober")]
+        if metrics:
+            rows.append(("metrics", short_list(table_order(metrics))))
+        timings = manifest.get("timings") or {}
+        timed = [f"{key.removesuffix('_seconds')} {value:.1f} s" for key, value in timings.items()
+                 if isinstance(value, int | float)]
+        if timed:
+            rows.append(("timings", ", ".join(timed)))
+        return rows
+
+
+def _varied(config: dict[str, Any]) -> str:
+    """What a sweep's config varies: knob axes with several values, the static grid."""
+    parts = []
+    for name, value in (config.get("knobs") or {}).items():
+        if name == "seed" and isinstance(value, int):
+            parts.append(f"seed: {value} values")
+        elif isinstance(value, list) and len(value) > 1 and name != "prior":
+            parts.append(f"{name}: {short_list(value)}")
+    parts += [f"{key}: {short_list(values)}" for key, values in
+              (config.get("static_grid") or {}).items()]
+    return "; ".join(parts) or "nothing"
