@@ -10,13 +10,13 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "userchoice"
 
 # Lowest first. A module may import its own layer's modules and any layer below.
 LAYERS: list[tuple[str, ...]] = [
-    ("registry", "atomic", "knobs", "stats", "version"),
+    ("registry", "atomic", "knobs", "stats", "version", "reprs"),
     ("data",),  # every data.* module
     ("preferences",),
     ("market", "synthetic", "theory"),
     ("families", "choice", "schedules"),
     ("probing", "metrics"),
-    ("engine", "fitting"),  # engine.* modules
+    ("engine", "fitting", "frames"),  # engine.* modules; frames: results as data
     ("reference",),
     ("experiments.config", "experiments.paths", "experiments.store"),
     ("experiments", "experiments.plan", "experiments.runner", "experiments.ray_runner"),

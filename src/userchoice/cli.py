@@ -1,15 +1,22 @@
-"""Command line: a thin typer layer over the library (``userchoice --help``).
+"""Command line: a thin typer layer over the library (``userchoice --help``; also
+``python -m userchoice``; ``-h`` is ``--help`` everywhere; shell completion with
+``--install-completion``).
 
-Exit codes: 0 ok, 2 bad usage (unknown option, invalid value) or an OS error (disk full,
-read-only folder, no permission, a folder where a file is expected, a name too long, …): every
-command reports those as one line naming the path (``_Commands``), never a traceback.
+Exit codes (``EXIT_CODES``, printed by ``--help``): 0 ok; 1 finished, but not everything
+succeeded; 2 bad usage or input, including OS errors (disk full, read-only folder, no
+permission, a folder where a file is expected, a name too long, …), which every command reports
+as one line naming the path (``_Commands``), never a traceback; 130 interrupted.
 """
 
 from __future__ import annotations
 
 import errno
+import json
+import math
+import threading
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -45,10 +52,23 @@ def os_error_message(error: OSError) -> str:
             f"{f'; {hint}' if hint else ''}")
 
 
+# The exit codes every command uses; the top-level --help prints them.
+EXIT_CODES = {
+    0: "success",
+    1: "finished, but not everything succeeded: runs failed or diverged, an experiment failed, "
+       "a download failed, or (status) damaged chunks",
+    2: "bad usage or input: an unknown option or value, an invalid config, missing data "
+       "(the message names the command that gets it), a results folder of another sweep, "
+       "an OS error (disk full, no permission, …)",
+    130: "interrupted (Ctrl-C): committed chunks are kept; `userchoice resume DIR` goes on",
+}
+
+
 class _Commands(TyperGroup):
     """The command group: an ``OSError`` escaping any command (``run``, ``data import``, …)
     becomes ``os_error_message`` on stderr and exit code 2, not a traceback (result parts,
-    manifests and data files are written by ``userchoice.atomic``: never left half-written)."""
+    manifests and data files are written by ``userchoice.atomic``: never left half-written);
+    Ctrl-C is exit code 130, not click's 1 (which means some runs failed)."""
 
     def invoke(self, ctx):
         try:
@@ -58,15 +78,46 @@ class _Commands(TyperGroup):
                 raise
             typer.echo(os_error_message(error), err=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: committed chunks are kept (userchoice resume DIR goes "
+                       "on)", err=True)
+            raise typer.Exit(130) from None
 
 
 app = typer.Typer(
     name="userchoice",
     help="Simulate ML markets where users choose among competing learners (MSGD, MSGD-P).",
+    epilog="Exit codes:\n\n" + "\n\n".join(f"{code}: {meaning}" for code, meaning in
+                                             EXIT_CODES.items()),
     no_args_is_help=True,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     cls=_Commands,
 )
+
+
+def _escape(error: BaseException | str) -> str:
+    from rich.markup import escape
+
+    return escape(str(error))
+
+
+def _error(console: Console, error: BaseException | str) -> None:
+    """An error as one message: markup-escaped, and not wrapped by rich, so the paths and
+    commands in it (e.g. the one that gets missing data) stay whole and copy-pasteable."""
+    console.print(f"[red]error:[/red] {_escape(error)}", soft_wrap=True)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"userchoice {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", "-V", callback=_show_version, is_eager=True,
+        help="Print the installed version and exit.")] = False) -> None:
+    """Simulate ML markets where users choose among competing learners (MSGD, MSGD-P)."""
 
 
 def _mean_se(mean: float, se: float) -> str:
@@ -96,7 +147,7 @@ def demo(
         try:
             result = run_demo(seeds=seeds, gap=gap, out_dir=out, steps=steps)
         except ValueError as err:
-            console.print(f"[red]error:[/red] {err}")
+            _error(console, err)
             raise typer.Exit(2) from err
 
     s = result.settings
@@ -218,10 +269,10 @@ def data_fetch(
         with console.status(f"downloading {name}…"):
             records = fetch(name, root=data_dir, force=force, **options)
     except ValueError as err:
-        console.print(f"[red]error:[/red] {err}")
+        _error(console, err)
         raise typer.Exit(2) from err
     except DownloadError as err:
-        console.print(f"[red]download failed:[/red] {err}")
+        console.print(f"[red]download failed:[/red] {_escape(err)}", soft_wrap=True)
         raise typer.Exit(1) from err
     for r in records:
         pinned = "verified against the published sha256" if r["pinned"] else \
@@ -257,7 +308,7 @@ def data_import(
             warnings.simplefilter("always", UnverifiedImportWarning)
             target = import_file(name, path, root=data_dir, link=link, force=force)
     except (FileNotFoundError, DataFormatError) as err:
-        console.print(f"[red]error:[/red] {escape(str(err))}")
+        _error(console, err)
         raise typer.Exit(2) from err
     for warning in caught:
         if issubclass(warning.category, UnverifiedImportWarning):
@@ -265,18 +316,150 @@ def data_import(
     console.print(f"imported {escape(str(path))} → {escape(str(target))}")
 
 
-def _progress_bar(console: Console, label: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+# ------------------------------------------------------------- the shipped configs (package data)
+configs_app = typer.Typer(
+    help="The experiment configs shipped with the package: list, show, copy. A shipped config "
+         "also runs by its name: userchoice run quick/census_good.",
+    no_args_is_help=True)
+app.add_typer(configs_app, name="configs")
 
-    progress = Progress("[progress.description]{task.description}", BarColumn(),
-                        MofNCompleteColumn(), TimeRemainingColumn(), console=console,
-                        transient=False)
-    task = progress.add_task(label, total=None)
+ConfigsDir = Annotated[Path | None, typer.Option(
+    "--configs", file_okay=False,
+    help="Folder holding paper/, local/, quick/ (default: $USERCHOICE_CONFIGS, else the "
+         "configs shipped with the package).")]
+ConfigRef = Annotated[str, typer.Argument(
+    help="SET/NAME of a shipped config, e.g. quick/census_good.")]
 
-    def update(done: int, total: int) -> None:
-        progress.update(task, completed=done, total=total)
 
-    return progress, update
+def _shipped(ref: str, configs: Path | None) -> Path:
+    from rich.markup import escape
+
+    from userchoice.experiments.config import ConfigError
+    from userchoice.experiments.paths import shipped_config
+
+    try:
+        return shipped_config(ref, configs)
+    except (ConfigError, FileNotFoundError) as err:
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(err))}")
+        raise typer.Exit(2) from err
+
+
+@configs_app.command("list")
+def configs_list(configs: ConfigsDir = None) -> None:
+    """List the config sets and their experiments (SET/NAME, dataset, description)."""
+    from rich.markup import escape
+
+    from userchoice.experiments.config import load_config
+    from userchoice.experiments.paths import configs_root, list_configs
+
+    try:
+        root, sets = configs_root(configs), list_configs(configs)
+    except FileNotFoundError as err:
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(err))}")
+        raise typer.Exit(2) from err
+    console = Console()
+    console.print(f"configs: {escape(str(root))}")
+    table = Table()
+    for column in ("config", "dataset", "description"):
+        table.add_column(column, overflow="ellipsis", no_wrap=column != "description")
+    for kind, names in sets.items():
+        for i, name in enumerate(names):
+            config = load_config(root / kind / f"{name}.yaml")
+            table.add_row(f"{kind}/{name}", str(config.data.dataset),
+                          escape(config.description.split(";")[0]),
+                          end_section=i == len(names) - 1)
+    console.print(table)
+
+
+@configs_app.command("show")
+def configs_show(
+    ref: ConfigRef,
+    path: Annotated[bool, typer.Option("--path", help="Print only the file's path.")] = False,
+    configs: ConfigsDir = None,
+) -> None:
+    """Print a shipped config's YAML (or, with --path, where it is installed)."""
+    file = _shipped(ref, configs)
+    typer.echo(str(file) if path else file.read_text(encoding="utf-8"), nl=path)
+
+
+@configs_app.command("copy")
+def configs_copy(
+    ref: ConfigRef,
+    dest: Annotated[Path, typer.Argument(help="A folder (the file keeps its name) or a file.")]
+    = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+    configs: ConfigsDir = None,
+) -> None:
+    """Copy a shipped config out to edit it; the copy runs from anywhere (its data paths are
+    ${DATA_DIR}/… and ${SAMPLE_DATA}/…, not relative to the package)."""
+    from userchoice.experiments.paths import copy_config
+
+    try:
+        target = copy_config(_shipped(ref, configs), dest, force=force)
+    except FileExistsError as err:
+        Console(stderr=True).print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
+    typer.echo(f"copied {ref} → {target}  (run it: userchoice run {target})")
+
+
+def _progress(console: Console):
+    """The one rich progress display: description, bar, percent, runs committed, elapsed, ETA
+    (from the rate of run-steps, so it shows while the first chunks are still running)."""
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(SpinnerColumn(), TextColumn("[progress.description]{task.description}"),
+                    BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[runs]}"),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    console=console, transient=False)
+
+
+class SweepView:
+    """One sweep's progress on a rich ``Progress``: the phase in the description, each
+    finished phase as a line with its seconds, then a bar of run-steps with the runs committed
+    and an ETA. Its methods are ``run_experiment``'s ``phase``, ``progress`` and
+    ``step_progress`` callbacks (``step_progress`` may come from worker threads: rich's
+    updates take a lock)."""
+
+    def __init__(self, progress: Any, name: str) -> None:
+        self.bar, self.name = progress, name
+        self.task = progress.add_task(f"{name}: starting", total=None, runs="")
+        self.current: tuple[str, float] | None = None
+        self.lock = threading.Lock()
+
+    def phase(self, label: str) -> None:
+        with self.lock:
+            self._close_phase()
+            self.current = (label, time.perf_counter())
+        self.bar.update(self.task, description=f"{self.name}: {label}")
+
+    def _close_phase(self) -> None:
+        if self.current is not None:
+            label, began = self.current
+            self.bar.console.print(f"  {self.name}: {label} "
+                                   f"[dim]({time.perf_counter() - began:.1f} s)[/dim]")
+            self.current = None
+
+    def progress(self, done: int, total: int) -> None:
+        self.bar.update(self.task, runs=f"{done}/{total} runs")
+
+    def step_progress(self, done: int, total: int) -> None:
+        self.bar.update(self.task, completed=done, total=max(total, 1))
+
+    def close(self, *, remove: bool = False) -> None:
+        with self.lock:
+            self._close_phase()
+        if remove:
+            self.bar.remove_task(self.task)
+        else:
+            self.bar.update(self.task, description=f"{self.name}: done")
 
 
 def _runner(executor: str, address: str | None, workers: int | None):
@@ -290,7 +473,7 @@ def _runner(executor: str, address: str | None, workers: int | None):
         try:
             return ray_runner(address, num_cpus=workers)
         except ImportError as err:
-            Console().print(f"[red]error:[/red] {err}")
+            _error(Console(), err)
             raise typer.Exit(2) from err
     raise typer.BadParameter("must be 'local' or 'ray'", param_hint="--executor")
 
@@ -301,30 +484,148 @@ def _sweep(config, out: Path, executor: str, address: str | None, data_dir: Path
 
     console = Console()
     runner = _runner(executor, address, workers)
-    progress, update = _progress_bar(console, config.name)
 
     def warn(message: str) -> None:
         console.print(f"[yellow]warning:[/yellow] {message}")
 
     try:
-        with progress:
-            summary = run_experiment(config, out, runner=runner, data_dir=data_dir,
-                                     progress=update, warn=warn)
+        with _progress(console) as bar:
+            view = SweepView(bar, config.name)
+            try:
+                summary = run_experiment(config, out, runner=runner, data_dir=data_dir,
+                                         progress=view.progress, warn=warn, phase=view.phase,
+                                         step_progress=view.step_progress)
+            finally:
+                view.close()
     except (ValueError, FileNotFoundError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        _error(console, err)
         raise typer.Exit(2) from err
     console.print(f"{summary.out}: {summary.done} done, {summary.diverged} diverged, "
                   f"{summary.failed} failed, {summary.skipped} already finished "
                   f"({summary.seconds:.1f} s)")
     for row in list(iter_failures(out))[:10]:
         console.print(f"  [yellow]{row['status']}[/yellow] run {row['run_id']}: {row['reason']}")
+    _print_headline(console, headline(out))
     if summary.failed or summary.diverged:
         raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------- headline results
+def _number(value: Any) -> float | None:
+    """A finite float, else None (JSON has no NaN)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def headline(directory: Path) -> dict[str, Any] | None:
+    """The result ``run`` and ``status`` end with: the final primary metric per learner (mean,
+    s.e. over seeds; per p when p varies) at the reference conditions of the other knobs and
+    static values (``analysis.reference_conditions``), and the pooled baseline. Rows are
+    ``analysis.final_summary``'s, unchanged. None when no run is done."""
+    from userchoice.analysis import (
+        at_conditions,
+        final_summary,
+        load_results,
+        reference_conditions,
+    )
+
+    res = load_results(directory)
+    if res.metric is None:
+        return None
+    summary = final_summary(res)
+    if not len(summary):
+        return None
+    reference = reference_conditions(summary, res.static_columns)
+    rows = at_conditions(summary, reference)
+    shown = {k: v for k, v in reference.items() if k in res.varying()}  # in the sweep
+    has_p = "p" in rows and rows["p"].nunique() > 1
+    records = []
+    for row in rows.to_dict("records"):
+        learner = int(row["learner"])
+        records.append({**({"p": float(row["p"])} if has_p else {}), "learner": learner,
+                        "label": res.learner_name(learner)
+                        + (" (prober)" if bool(row["is_prober"]) else ""),
+                        "is_prober": bool(row["is_prober"]), "mean": _number(row["mean"]),
+                        "sem": _number(row["sem"]), "n": int(row["n"])})
+    return {"name": res.name, "metric": res.metric, "label": res.metric_label,
+            "step": int(res.learners["step"].max()), "held": shown,
+            "seeds": max((r["n"] for r in records), default=0),
+            "baseline": res.baseline, "rows": records}
+
+
+def _print_headline(console: Console, result: dict[str, Any] | None) -> None:
+    from rich.markup import escape
+
+    from userchoice.analysis import format_mean_se, format_number
+
+    if result is None:
+        console.print("no finished runs yet: no result to show")
+        return
+    held = ", ".join(f"{k} = {format_number(v)}" for k, v in result["held"].items())
+    table = Table(title=escape(f"{result['name']}: final {result['label']} at step "
+                               f"{result['step']} (mean ± s.e. over {result['seeds']} "
+                               f"seed(s){', ' + held if held else ''})"),
+                  title_justify="left")
+    by_p = "p" in (result["rows"] or [{}])[0]
+    labels = list(dict.fromkeys(r["label"] for r in result["rows"]))
+    if by_p:
+        table.add_column("p", justify="right")
+    for label in labels:
+        table.add_column(escape(label), justify="right")
+    keys = list(dict.fromkeys(r.get("p") for r in result["rows"]))
+    for key in keys:
+        cells = {r["label"]: format_mean_se(r["mean"], r["sem"]) for r in result["rows"]
+                 if r.get("p") == key}
+        table.add_row(*([format_number(key)] if by_p else []),
+                      *(cells.get(label, "–") for label in labels))
+    console.print(table)
+    if result["baseline"] is not None:
+        console.print(f"pooled baseline (one learner fitted on all training users): "
+                      f"{escape(result['label'])} {format_number(result['baseline'])}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _print_dry_run(console: Console, plan: Any) -> None:
+    from rich.markup import escape
+
+    mib = 2**20
+    console.print(f"[bold]{escape(plan.name)}[/bold]: {plan.runs} runs in {len(plan.groups)} "
+                  f"group(s); {plan.finished} already finished in {escape(str(plan.out))}, "
+                  f"{plan.pending} to compute")
+    for g in plan.groups:
+        static = ", ".join(f"{k} = {v}" for k, v in g["static"].items())
+        console.print(f"  group {g['index']}{' (' + escape(static) + ')' if static else ''}: "
+                      f"{g['runs']} runs ({g['pending']} to compute), T = {g['steps']}, "
+                      f"{g['evals']} evaluation points; {g['chunks']} chunk(s) of ≤ "
+                      f"{g['chunk_size']} runs, {g['programs']} program(s) to compile; "
+                      f"≈ {g['bytes_per_run'] / mib:.1f} MiB per run")
+    console.print(f"compilations: {plan.compilations}; chunks: {plan.chunks} on "
+                  f"{plan.workers} worker(s); memory ≈ {plan.peak_bytes / mib:.0f} MiB at once")
+    setup = ", ".join(f"{k} {_duration(v)}" for k, v in plan.setup_seconds.items())
+    console.print(f"time ≈ {_duration(plan.simulate_seconds)} simulating + ≈ "
+                  f"{_duration(plan.compile_seconds)} compiling (time model fitted on 2 CPU "
+                  f"cores, about ×2 either way; accelerators differ); setup measured: {setup}; "
+                  f"ERM init and baseline not included")
+    if plan.note:
+        console.print(f"[yellow]note:[/yellow] {escape(plan.note)}")
 
 
 Executor = Annotated[str, typer.Option(help="local (in-process) or ray.")]
 Address = Annotated[str | None, typer.Option(help="Ray cluster address (default: start "
                                                   "a local Ray).")]
+DryRunOption = Annotated[bool, typer.Option(
+    "--dry-run", help="Print what would be computed (groups, runs, chunks, compilations, "
+                      "estimated memory and time) and exit; writes nothing.")]
 Workers = Annotated[int | None, typer.Option(
     min=1, help="Chunks run at once (local), or CPUs of the local Ray that --executor ray "
                 "starts when no --address is given.")]
@@ -341,17 +642,37 @@ def run(
     address: Address = None,
     workers: Workers = None,
     data_dir: DataDir = None,
+    dry_run: DryRunOption = False,
 ) -> None:
-    """Run every run of an experiment config (finished runs in OUT are skipped)."""
+    """Run every run of an experiment config (finished runs in OUT are skipped); ends with
+    the final primary metric per learner and the pooled baseline."""
     from userchoice.experiments.config import ConfigError
     from userchoice.experiments.paths import load_experiment
 
     try:
         cfg = load_experiment(config, set_ or [], data_dir=data_dir)
     except ConfigError as err:
-        Console().print(f"[red]{err}[/red]")
+        Console().print(f"[red]{_escape(err)}[/red]", soft_wrap=True)
         raise typer.Exit(2) from err
-    _sweep(cfg, out or Path("results") / cfg.name, executor, address, data_dir, workers)
+    dest = out or Path("results") / cfg.name
+    if dry_run:
+        _dry_run(cfg, dest, data_dir, workers)
+        return
+    _sweep(cfg, dest, executor, address, data_dir, workers)
+
+
+def _dry_run(cfg, dest: Path, data_dir: Path | None, workers: int | None) -> None:
+    from userchoice.experiments.runner import dry_run
+
+    console = Console()
+    try:
+        plan = dry_run(cfg, dest, data_dir=None if data_dir is None else str(data_dir),
+                       workers=workers)
+    except (ValueError, FileNotFoundError) as err:
+        _error(console, err)
+        raise typer.Exit(2) from err
+    _print_dry_run(console, plan)
+    console.print("dry run: nothing computed, nothing written")
 
 
 @app.command()
@@ -370,16 +691,21 @@ def resume(
         manifest = ResultsDir(directory).read_manifest()
         cfg = config_from_dict(manifest["config"], str(directory / "manifest.json"))
     except (FileNotFoundError, ConfigError, ValueError) as err:
-        Console().print(f"[red]error:[/red] {err}")
+        _error(Console(), err)
         raise typer.Exit(2) from err
     _sweep(cfg, directory, executor, address, data_dir, workers)
 
 
 @app.command("status")
-def status_command(directory: Annotated[Path, typer.Argument(help="A results directory.")]
-                   ) -> None:
-    """Done / diverged / failed / pending runs of a results directory, and its damaged chunks
-    (exit code 1 when there are any: `userchoice resume` computes them again)."""
+def status_command(
+    directory: Annotated[Path, typer.Argument(help="A results directory.")],
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object instead (keys: name, total, done, diverged, "
+                       "failed, pending, damaged_chunks, failures, headline).")] = False,
+) -> None:
+    """Done / diverged / failed / pending runs of a results directory, its damaged chunks
+    (exit code 1 when there are any: `userchoice resume` computes them again), and the
+    final primary metric per learner with the pooled baseline."""
     from rich.markup import escape
 
     from userchoice.experiments.runner import damaged_chunks, iter_failures, status
@@ -388,14 +714,25 @@ def status_command(directory: Annotated[Path, typer.Argument(help="A results dir
     try:
         counts = status(directory)
         damaged = damaged_chunks(directory)
+        result = headline(directory)
     except (FileNotFoundError, ValueError) as err:  # no or a damaged manifest
-        console.print(f"[red]error:[/red] {escape(str(err))}")
+        if as_json:
+            typer.echo(json.dumps({"error": str(err)}))
+        else:
+            _error(console, err)
         raise typer.Exit(2) from err
+    failures = [{"run_id": str(row["run_id"]), "status": str(row["status"]),
+                 "reason": str(row["reason"])} for row in iter_failures(directory)]
+    if as_json:
+        typer.echo(json.dumps({**counts, "damaged_chunks": dict(sorted(damaged.items())),
+                               "failures": failures, "headline": result}, indent=2))
+        raise typer.Exit(1 if damaged else 0)
     console.print(f"{counts['name']}: {counts['total']} runs — {counts['done']} done, "
                   f"{counts['diverged']} diverged, {counts['failed']} failed, "
                   f"{counts['pending']} pending")
-    for row in list(iter_failures(directory))[:10]:
-        console.print(f"  {row['status']} run {row['run_id']}: {row['reason']}")
+    for row in failures[:10]:
+        console.print(f"  {row['status']} run {row['run_id']}: {escape(row['reason'])}")
+    _print_headline(console, result)
     if damaged:
         console.print(f"[red]{len(damaged)} damaged chunk(s)[/red] (their runs count as "
                       f"pending; `userchoice resume {escape(str(directory))}` computes them "
@@ -410,15 +747,27 @@ def plot(
     directory: Annotated[Path, typer.Argument(help="A results directory.")],
     out: Annotated[Path | None, typer.Option(help="Folder for the figures (default: "
                                                   "DIRECTORY/figures).")] = None,
+    style: Annotated[str, typer.Option(help="screen, or paper: single-column 3.3 in figures, "
+                                            "8 pt serif fonts, 300 dpi, no title (the caption "
+                                            "carries it).")] = "screen",
+    band: Annotated[str, typer.Option(help="Bands and error bars: se (mean ± standard error) "
+                                           "or ci95 (95% t confidence interval).")] = "se",
+    update_all: Annotated[bool, typer.Option(help="Draw the update-all copies as a "
+                                                  "line.")] = False,
+    reported: Annotated[bool, typer.Option(help="Mark the paper's reported values (the "
+                                                "config's reported: block).")] = True,
+    formats: Annotated[list[str] | None, typer.Option(
+        "--format", help="png and/or pdf (repeat; default both).")] = None,
 ) -> None:
     """Write every applicable figure (PNG and PDF) of a results directory."""
-    from userchoice.plots import plot_results
+    from userchoice.plots import FORMATS, plot_results
 
     console = Console()
     try:
-        paths = plot_results(directory, out)
+        paths = plot_results(directory, out, formats=formats or FORMATS, style=style, band=band,
+                             update_all=update_all, reported=reported)
     except (FileNotFoundError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        _error(console, err)
         raise typer.Exit(2) from err
     console.print(f"{len(paths)} figure files written to {out or directory / 'figures'}")
 
@@ -428,6 +777,8 @@ def report(
     directories: Annotated[list[Path], typer.Argument(help="One or more results directories.")],
     out: Annotated[Path | None, typer.Option(help="HTML file (default: report.html in the "
                                                   "first directory).")] = None,
+    band: Annotated[str, typer.Option(help="Figure bands: se (mean ± standard error) or "
+                                           "ci95 (95% t confidence interval).")] = "se",
 ) -> None:
     """Write one self-contained HTML page: figures, tables, config, provenance."""
     from userchoice.report import write_report
@@ -435,9 +786,9 @@ def report(
     console = Console()
     target = out or directories[0] / "report.html"
     try:
-        path = write_report(directories, target)
+        path = write_report(directories, target, band=band)
     except (FileNotFoundError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        _error(console, err)
         raise typer.Exit(2) from err
     console.print(f"report written to {path}")
 
@@ -446,10 +797,13 @@ def report(
 def reproduce_command(
     target: Annotated[str, typer.Argument(
         help=f"paper (every experiment), a dataset ({', '.join(DATASETS.named())}) or nn.")],
-    quick: Annotated[bool, typer.Option(help="CI-sized configs on the staged substitutes.")]
+    quick: Annotated[bool, typer.Option(help="CI-sized configs on real substitutes (the "
+                                             "census ones on the ACS sample shipped with the "
+                                             "package: no download).")]
     = False,
-    local: Annotated[bool, typer.Option(help="The paper's settings on the substitutes in "
-                                             "../shared/data.")] = False,
+    local: Annotated[bool, typer.Option(help="The paper's settings on the substitutes (census: "
+                                             "the shipped sample; MovieLens 100K, Amazon "
+                                             "sample: in the data directory).")] = False,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: "
                                                   "results/reproduce-TARGET).")] = None,
     only: Annotated[list[str] | None, typer.Option(help="Only these experiments (repeat).")]
@@ -461,36 +815,56 @@ def reproduce_command(
     address: Address = None,
     workers: Workers = None,
     data_dir: DataDir = None,
+    dry_run: DryRunOption = False,
 ) -> None:
     """Run the paper's experiments, write figures and summary.md beside the paper's numbers."""
-    import json
 
     from userchoice.experiments.config import ConfigError
     from userchoice.reproduce import ReproduceError, reproduce
 
     console = Console()
-    runner = _runner(executor, address, workers)
     kind = "quick" if quick else "local" if local else "paper"
     dest = out or Path("results") / f"reproduce-{target}-{kind}"
-    progress_bar, _ = _progress_bar(console, target)
-    tasks: dict[str, int] = {}
-
-    def progress(name: str, done: int, total: int) -> None:
-        if name not in tasks:
-            tasks[name] = progress_bar.add_task(name, total=total)
-        progress_bar.update(tasks[name], completed=done, total=total)
-
+    if dry_run:
+        _reproduce_dry_run(console, target, kind, dest, configs, only, data_dir, workers)
+        return
+    runner = _runner(executor, address, workers)
+    views: dict[str, SweepView] = {}
     failed = False
     try:
-        with progress_bar:
-            summary = reproduce(target, dest, quick=quick, local=local, runner=runner,
-                                data_dir=data_dir, progress=progress, configs=configs,
-                                only=only, figures=figures)
+        with _progress(console) as bar:
+            overall = bar.add_task(f"reproduce {target}: experiments", total=None, runs="")
+
+            def view(name: str) -> SweepView:
+                if name not in views:
+                    views[name] = SweepView(bar, name)
+                return views[name]
+
+            def experiments(done: int, total: int) -> None:
+                for finished in views.values():
+                    finished.close(remove=True)
+                views.clear()
+                bar.update(overall, completed=done, total=total,
+                           runs=f"{done}/{total} experiments")
+
+            def phase(name: str, label: str) -> None:
+                if name == target and label == "figures and summary":
+                    bar.update(overall, description=f"reproduce {target}: {label}")
+                else:
+                    view(name).phase(label)
+
+            summary = reproduce(
+                target, dest, quick=quick, local=local, runner=runner, data_dir=data_dir,
+                progress=lambda name, done, total: view(name).progress(done, total),
+                configs=configs, only=only, figures=figures, phase=phase,
+                step_progress=lambda name, done, total: view(name).step_progress(done, total),
+                experiments=experiments)
     except (ValueError, ConfigError, FileNotFoundError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        _error(console, err)
         raise typer.Exit(2) from err
     except ReproduceError as err:
-        console.print(f"[red]some experiments failed:[/red] {err}")
+        console.print(f"[red]some experiments failed:[/red] {_escape(err)}",
+                      soft_wrap=True)
         summary, failed = dest / "summary.md", True
     record = dest / "reproduce.json"
     if record.is_file():
@@ -499,6 +873,47 @@ def reproduce_command(
                                for v in runs.values() if isinstance(v, dict))
     console.print(f"summary written to {summary}")
     if failed:
+        raise typer.Exit(1)
+
+
+def _reproduce_dry_run(console: Console, target: str, kind: str, dest: Path,
+                       configs: Path | None, only: list[str] | None, data_dir: Path | None,
+                       workers: int | None) -> None:
+    """``reproduce --dry-run``: each experiment's dry run, the totals, and for each one that
+    cannot be planned (data missing, …) the reason, which names the command that gets it."""
+    from rich.markup import escape
+
+    from userchoice.experiments.paths import load_experiment
+    from userchoice.experiments.runner import dry_run
+    from userchoice.reproduce import select_configs
+
+    try:
+        paths = select_configs(target, kind, configs, only)
+    except (ValueError, FileNotFoundError) as err:
+        _error(console, err)
+        raise typer.Exit(2) from err
+    plans, problems = [], {}
+    for path in paths:
+        try:
+            config = load_experiment(path, data_dir=data_dir)
+            plans.append(dry_run(config, dest / config.name, workers=workers,
+                                 data_dir=None if data_dir is None else str(data_dir)))
+        except (ValueError, FileNotFoundError) as err:
+            problems[path.stem] = str(err)
+            continue
+        _print_dry_run(console, plans[-1])
+    for name, problem in problems.items():
+        # not wrapped by rich: the command that gets missing data stays copy-pasteable
+        console.print(f"[red]{escape(name)}: cannot run:[/red] {escape(problem)}",
+                      soft_wrap=True)
+    console.print(
+        f"[bold]total[/bold]: {len(paths)} experiment(s), {len(problems)} not ready; "
+        f"{sum(p.runs for p in plans)} runs ({sum(p.pending for p in plans)} to compute), "
+        f"{sum(p.compilations for p in plans)} compilations, {sum(p.chunks for p in plans)} "
+        f"chunks; time ≈ {_duration(sum(p.simulate_seconds + p.compile_seconds for p in plans))}"
+        f" simulating and compiling (setup not included)")
+    console.print("dry run: nothing computed, nothing written")
+    if problems:
         raise typer.Exit(1)
 
 

@@ -92,7 +92,7 @@ def test_report_out_a_folder(tmp_path, monkeypatch):
     folder = tmp_path / "report.html"
     folder.mkdir()
     monkeypatch.setattr(userchoice.report, "write_report",
-                        lambda directories, target: Path(target).write_text("<html>"))
+                        lambda directories, target, **options: Path(target).write_text("<html>"))
     line = assert_reported(invoke("report", tmp_path, "--out", folder), folder, "EISDIR")
     assert "a file was expected" in line
 

@@ -369,7 +369,7 @@ def test_a_results_directory_of_another_config_is_refused(tmp_path, reference):
         run_experiment(other, reference)
     path = tmp_path / "other.yaml"
     path.write_text(yaml.safe_dump(BASE))
-    result = cli.invoke(app, ["run", str(path), "--set", "description=changed", "--out",
+    result = cli.invoke(app, ["run", str(path), "--set", "knobs.eta=0.03", "--out",
                               str(reference)], terminal_width=200)
     assert result.exit_code == 2, result.output
     assert "another config" in flat(result.output)

@@ -122,6 +122,13 @@ def test_the_config_hash_ignores_key_order_and_key_types():
     assert config_hash(config(TINY, "knobs.tau=0.6")) != config_hash(base)
 
 
+def test_words_and_the_papers_numbers_are_not_part_of_the_sweeps_identity():
+    base = config(TINY)
+    edited = config({**TINY, "description": "reworded", "reported": {"pooled": 0.79}})
+    assert config_hash(edited) == config_hash(base)
+    assert config_hash(config(TINY, "engine.steps=30")) != config_hash(base)
+
+
 def test_resume_after_run_of_a_config_with_unsorted_keys(tmp_path):
     raw = {**REORDERED, "knobs": {**TINY["knobs"], "seed": 1, "eta": 0.02}}  # two runs
     path, out = tmp_path / "unsorted.yaml", tmp_path / "out"

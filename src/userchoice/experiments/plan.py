@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,15 @@ from userchoice.families import Family, Params, make_family
 from userchoice.market import Market, make_market
 from userchoice.probing import ProbingSpec
 from userchoice.version import __version__
+
+# The setup and run phases a sweep reports (``phase(label)``), in the order they happen; a
+# phase that does not apply (no ERM init, no baseline, nothing left to compute) is skipped.
+PHASES = ("loading data", "preferences", "ERM init", "baseline", "compiling", "simulating")
+Phase = Callable[[str], None]
+
+
+def _no_phase(label: str) -> None:
+    del label
 
 
 @dataclass
@@ -76,12 +87,18 @@ def load_dataset(config: ExperimentConfig, data_dir: str | None = None):
     return entry.load(data.options, path=data.path, data_dir=data_dir, market_args=market_args)
 
 
-def build_market(config: ExperimentConfig, data_dir: str | None = None) -> Market:
+def build_market(config: ExperimentConfig, data_dir: str | None = None,
+                 phase: Phase | None = None) -> Market:
     """The config's market: the loader's own (kind ``"market"``, unless ``market.preferences``
-    rebuilds the preferences on its dataset) or its dataset with ``market.preferences``."""
+    rebuilds the preferences on its dataset) or its dataset with ``market.preferences``.
+    ``phase`` is told ``"loading data"``, then ``"preferences"`` when they are built here."""
     name = config.data.dataset
     entry = get_dataset(name)
+    phase = phase or _no_phase
+    phase("loading data")
     loaded = load_dataset(config, data_dir)
+    if config.market.preferences is not None:
+        phase("preferences")
     if entry.kind == "market":
         if not isinstance(loaded, Market):
             raise ValueError(f"dataset {name!r} is declared kind 'market' but its loader "
@@ -207,14 +224,13 @@ def make_groups(config: ExperimentConfig, family: Family,
     return groups
 
 
-def plan_without_fits(config: ExperimentConfig, data_dir: str | None = None) -> Plan:
+def plan_without_fits(config: ExperimentConfig, data_dir: str | None = None,
+                      phase: Phase | None = None) -> Plan:
     """A plan up to the run ids (market, family, input files, groups), without the initial
     fits and the pooled baseline (``fit_plan``): a sweep with nothing left to compute does not
-    fit (nor compile) them again."""
-    import time
-
+    fit (nor compile) them again. ``phase``: see :data:`PHASES`."""
     started = time.perf_counter()
-    market = build_market(config, data_dir)
+    market = build_market(config, data_dir, phase)
     family = make_learner_family(config, market)
     inputs = input_files(market)
     groups = make_groups(config, family, inputs)
@@ -222,22 +238,68 @@ def plan_without_fits(config: ExperimentConfig, data_dir: str | None = None) -> 
                 {"data_seconds": time.perf_counter() - started}, inputs)
 
 
-def fit_plan(plan: Plan) -> Plan:
-    """The initial parameters (ERM when the config asks) and the pooled baseline of a plan."""
-    import time
-
+def fit_plan(plan: Plan, phase: Phase | None = None) -> Plan:
+    """The initial parameters (ERM when the config asks) and the pooled baseline of a plan
+    (``phase`` is told ``"ERM init"`` and ``"baseline"`` as each starts)."""
     from userchoice.fitting import erm_init, pooled_baseline
 
     started = time.perf_counter()
     config = plan.config
+    phase = phase or _no_phase
     if config.init.kind == "erm":
+        phase("ERM init")
         plan.init_params = erm_init(plan.market, plan.family, **config.init.options)
     if config.baseline:
+        phase("baseline")
         plan.baseline = pooled_baseline(plan.market, plan.family)[1]
     plan.timings["init_seconds"] = time.perf_counter() - started
     return plan
 
 
-def make_plan(config: ExperimentConfig, data_dir: str | None = None) -> Plan:
+def make_plan(config: ExperimentConfig, data_dir: str | None = None,
+              phase: Phase | None = None) -> Plan:
     """Build the market, initial parameters, pooled baseline and run groups of a config."""
-    return fit_plan(plan_without_fits(config, data_dir))
+    return fit_plan(plan_without_fits(config, data_dir, phase), phase)
+
+
+# ---------------------------------------------------------------------------------------------
+# Estimates for a dry run (``runner.dry_run``)
+# ---------------------------------------------------------------------------------------------
+
+# The time model: a chunk of c runs takes T·(STEP + c·ELEMENT·(a + b·E/T)) seconds on one
+# CPU core, a = elements one step touches per run (users × learners × parameters: the arriving
+# batch, the update-all copies' batch, the probe batches), b = those of one evaluation point
+# (test users, each copy and the ensemble, probe sets), E = evaluation points; STEP is what a
+# step costs whatever its size (random draws, choices, the loop). Fitted to measurements on
+# 2 CPU cores (one chunk per core; ``benchmarks/bench_estimate.py --fit`` prints the estimate
+# beside the measured time for several shapes): within about a factor 2 there.
+STEP_SECONDS = 1.5e-4          # per step of a chunk
+ELEMENT_SECONDS = 2.4e-10      # per element touched, per run
+COMPILE_SECONDS = 6.0          # per distinct program (measured 3–15 s on 2 CPU cores: the
+#                                census configs ≈ 7 s, an MLP longer, a loaded machine double)
+
+
+def cost_terms(spec: EngineSpec, dataset: Dataset) -> tuple[int, int]:
+    """Elements one step and one evaluation point touch per run (the time model's a, b)."""
+    import numpy as np
+
+    outputs = int(np.prod(np.shape(dataset.y_train)[1:], dtype=int))
+    hidden = getattr(spec.family, "hidden", None)
+    parameters = (dataset.n_features + 1) * (hidden or 1) + (hidden or 1) * outputs
+    copies = 2 if spec.update_all else 1
+    probe_step = probe_eval = 0
+    if spec.probing is not None:
+        probe_step = spec.n_probers * spec.probing.probe_batch
+        probe_eval = spec.n_probers * spec.probing.n_probe
+    n_test = int(np.shape(dataset.x_test)[0])
+    a = spec.n_learners * parameters * (copies * spec.batch_size + probe_step)
+    b = spec.n_learners * parameters * ((copies + 1) * n_test + probe_eval)
+    return int(a), int(b)
+
+
+def estimate_chunk_seconds(spec: EngineSpec, dataset: Dataset, runs: int) -> float:
+    """Estimated seconds of one chunk of ``runs`` runs on one CPU core (the time model)."""
+    a, b = cost_terms(spec, dataset)
+    per_step = a + b * len(spec.eval_steps) / spec.steps
+    return spec.steps * (STEP_SECONDS + runs * ELEMENT_SECONDS * per_step)
+

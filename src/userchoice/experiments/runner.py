@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -29,12 +30,16 @@ import pandas as pd
 
 from userchoice import metrics as metric_table
 from userchoice.engine import EngineSpec, Knobs, driver, simulate
+from userchoice.engine.simulate import compile_chunk
 from userchoice.experiments.config import ExperimentConfig, config_from_dict
 from userchoice.experiments.plan import (
+    COMPILE_SECONDS,
     Group,
+    Phase,
     Plan,
     canonical_json,
     code_version,
+    estimate_chunk_seconds,
     fit_plan,
     plan_without_fits,
 )
@@ -58,12 +63,20 @@ def chunk_jobs(group: Group, chunk_size: int) -> list[ChunkJob]:
     return jobs
 
 
-def simulate_chunk(market, spec: EngineSpec, knobs: Knobs, init_params: Params | None
-                   ) -> dict[str, Any]:
+# The local runner's per-chunk progress callback, for the chunk this thread runs: set around
+# the call, so ``simulate_chunk`` keeps its four-argument contract (executors and wrappers of
+# it call it so) and still reports.
+_CHUNK_PROGRESS = threading.local()
+
+
+def simulate_chunk(market, spec: EngineSpec, knobs: Knobs, init_params: Params | None,
+                   step_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """One chunk as one compiled call in this thread (what every executor runs); plain
-    arrays out."""
+    arrays out. ``step_progress(done, total)``: the chunk's run-steps, at evaluation points
+    (``simulate``'s progress hook); default: the local runner's for this thread, if any."""
+    step_progress = step_progress or getattr(_CHUNK_PROGRESS, "report", None)
     result = simulate(market, spec, knobs, init_params=init_params, chunk_size=knobs.n_runs,
-                      workers=1)
+                      workers=1, step_progress=step_progress)
     return {"metrics": result.metrics, "diverged_step": result.diverged_step,
             "eval_steps": result.eval_steps, "timings": result.timings}
 
@@ -112,6 +125,11 @@ def chunk_frames(group: Group, job: ChunkJob, output: dict[str, Any] | None,
     return runs, learners, market
 
 
+# A runner: ``runner(plan, jobs, chunk_sizes)`` yields ``(job, output, error, seconds)`` per
+# chunk as it finishes. One with ``in_process = True`` runs the chunks in this process (so
+# ``run_experiment`` compiles their programs first, as a phase of its own) and also takes
+# ``on_steps=callback(job, steps_done)``, called from its threads as a chunk reaches each
+# evaluation point.
 Runner = Callable[[Plan, list[ChunkJob], dict[int, int]], Iterator[tuple[ChunkJob, Any, Any,
                                                                         float]]]
 
@@ -119,10 +137,13 @@ Runner = Callable[[Plan, list[ChunkJob], dict[int, int]], Iterator[tuple[ChunkJo
 def local_runner(workers: int | None = None) -> Runner:
     """Chunks on a thread pool in this process (XLA releases the GIL while it computes)."""
 
-    def run(plan: Plan, jobs: list[ChunkJob], chunk_sizes: dict[int, int]):
+    def run(plan: Plan, jobs: list[ChunkJob], chunk_sizes: dict[int, int],
+            on_steps: Callable[[ChunkJob, int], None] | None = None):
         def one(job: ChunkJob):
             group = plan.groups[job.group]
             started = time.perf_counter()
+            _CHUNK_PROGRESS.report = None if on_steps is None else (
+                lambda done, _total: on_steps(job, done))
             try:
                 out = simulate_chunk(plan.market, group.spec, group.knobs.take(job.indices),
                                      plan.init_params)
@@ -130,19 +151,70 @@ def local_runner(workers: int | None = None) -> Runner:
             except Exception as error:  # recorded per chunk; the sweep goes on
                 return job, None, f"{type(error).__name__}: {error}", \
                     time.perf_counter() - started
+            finally:
+                _CHUNK_PROGRESS.report = None
 
         # The package's one pool; stopping early (Ctrl-C, an error) cancels queued chunks.
         for _job, result, _error in driver.run_pool(one, jobs, workers):
             yield result
 
+    run.in_process = True  # type: ignore[attr-defined]
     return run
+
+
+def compile_programs(plan: Plan, jobs: list[ChunkJob]) -> float:
+    """Compile the program of every distinct chunk shape among ``jobs`` (one per group and
+    chunk length) before any runs, so compilation is a phase of its own; its seconds. An error
+    here is left for the chunk to raise and record."""
+    started = time.perf_counter()
+    for job in {(job.group, len(job.indices)): job for job in jobs}.values():
+        group = plan.groups[job.group]
+        try:
+            compile_chunk(plan.market, group.spec, group.knobs.take(job.indices),
+                          plan.init_params)
+        except Exception:  # recorded per chunk when the chunk runs
+            pass
+    return time.perf_counter() - started
+
+
+class _StepCounter:
+    """Run-steps of a sweep: finished runs, plus the chunks in flight (from the engine's
+    progress hook) or committed; monotone, thread-safe, reported to ``report(done, total)``."""
+
+    def __init__(self, plan: Plan, todo: list[ChunkJob],
+                 report: Callable[[int, int], None] | None) -> None:
+        self.steps = {g.index: g.spec.steps for g in plan.groups}
+        self.total = sum(len(g.run_ids) * g.spec.steps for g in plan.groups)
+        self.base = self.total - sum(len(j.indices) * self.steps[j.group] for j in todo)
+        self.chunks: dict[str, int] = {}
+        self.report = report
+        self.lock = threading.Lock()
+        self.emit()
+
+    def emit(self) -> None:  # under the lock, so the counts reported never go down
+        if self.report is not None:
+            with self.lock:
+                self.report(self.base + sum(self.chunks.values()), self.total)
+
+    def reached(self, job: ChunkJob, done: int) -> None:
+        with self.lock:
+            self.chunks[job.key] = max(self.chunks.get(job.key, 0), done)
+        self.emit()
+
+    def finished(self, job: ChunkJob) -> None:
+        self.reached(job, len(job.indices) * self.steps[job.group])
+
+
+PROSE_FIELDS = ("description", "reported")  # config fields no run depends on
 
 
 def config_hash(config: ExperimentConfig, version: str | None = None) -> str:
     """Identity of a sweep's config and package version (run ids include both): canonical, so
     independent of key order and of key types (``0:`` and ``"0":`` are one key, as after the
-    manifest's JSON round trip)."""
-    text = canonical_json(config.model_dump(mode="json")) + (version or code_version())
+    manifest's JSON round trip). ``description`` and ``reported`` (words and the paper's
+    numbers) change no run, so editing them does not make finished sweeps run again."""
+    numbers = config.model_dump(mode="json", exclude=set(PROSE_FIELDS))
+    text = canonical_json(numbers) + (version or code_version())
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -276,8 +348,18 @@ def run_experiment(
     progress: Callable[[int, int], None] | None = None,
     plan: Plan | None = None,
     warn: Callable[[str], None] | None = None,
+    phase: Phase | None = None,
+    step_progress: Callable[[int, int], None] | None = None,
 ) -> SweepSummary:
     """Run (or resume) every run of ``config`` into results directory ``out``.
+
+    Progress: ``phase(label)`` as each phase starts (``plan.PHASES``: loading data,
+    preferences, ERM init, baseline, compiling, simulating; those that do not apply are
+    skipped); ``progress(done, total)`` as chunks are committed (runs, finished ones
+    included); ``step_progress(done, total)`` run-steps (runs × T, finished runs included),
+    at every evaluation point of the chunks in flight with an in-process runner, else as
+    chunks finish. Both counts are monotone and end at their total; ``step_progress`` may be
+    called from worker threads.
 
     The directory is locked for the whole sweep (``ResultsLocked`` if another sweep writes
     into it); one holding another config, package version or input data is refused
@@ -293,7 +375,7 @@ def run_experiment(
         if previous is not None:
             check_same_config(store, previous, config)
         fitted = plan is not None
-        plan = plan or plan_without_fits(config, data_dir)
+        plan = plan or plan_without_fits(config, data_dir, phase)
         if previous is not None:
             check_same_inputs(store, previous, plan.inputs)
         scan = store.scan()
@@ -316,7 +398,7 @@ def run_experiment(
         todo, skipped = pending_jobs(plan, sizes, scan.run_ids())
         if not fitted:  # the initial parameters and the baseline only when needed
             if todo or previous is None or "baseline" not in previous:
-                fit_plan(plan)
+                fit_plan(plan, phase)
             else:
                 plan.baseline = previous["baseline"]
         manifest = {
@@ -346,7 +428,17 @@ def run_experiment(
         counts = {"done": 0, "diverged": 0, "failed": 0}
         if progress is not None:
             progress(done_runs, plan.n_runs)
-        results = (runner or local_runner())(plan, todo, sizes)
+        runner = runner or local_runner()
+        in_process = bool(getattr(runner, "in_process", False))
+        steps = _StepCounter(plan, todo, step_progress)
+        if todo and in_process:
+            if phase is not None:
+                phase("compiling")
+            manifest["timings"]["compile_seconds"] = compile_programs(plan, todo)
+        if todo and phase is not None:
+            phase("simulating")
+        results = (runner(plan, todo, sizes, on_steps=steps.reached) if in_process
+                   else runner(plan, todo, sizes))
         try:
             for job, output, error, seconds in results:
                 runs, learners, market = chunk_frames(plan.groups[job.group], job, output, error,
@@ -355,6 +447,7 @@ def run_experiment(
                 for status_ in runs["status"]:
                     counts[status_] += 1
                 done_runs += len(job.indices)
+                steps.finished(job)
                 if progress is not None:
                     progress(done_runs, plan.n_runs)
         finally:
@@ -367,6 +460,119 @@ def run_experiment(
         store.write_manifest(manifest)
     return SweepSummary(store.path, plan.n_runs, skipped, counts["done"], counts["diverged"],
                         counts["failed"], elapsed)
+
+
+@dataclass
+class DryRun:
+    """What ``run_experiment`` would do, from the plan (market and run ids, no fits, no
+    compilation, nothing written): counts from the planner, memory from
+    ``engine.spec.bytes_per_run``, time from the plan's time model (``plan.STEP_SECONDS`` …,
+    calibrated on 2 CPU cores)."""
+
+    name: str
+    out: Path
+    runs: int
+    finished: int                 # runs already committed in ``out``
+    groups: list[dict[str, Any]]  # per group: index, static, runs, pending, steps, evals,
+    #                               chunk_size, chunks, programs, bytes_per_run, seconds
+    workers: int
+    setup_seconds: dict[str, float]  # measured while planning: phase → seconds
+    note: str = ""                   # e.g. ``out`` holds another sweep
+
+    @property
+    def pending(self) -> int:
+        return self.runs - self.finished
+
+    @property
+    def chunks(self) -> int:
+        """Chunks left to compute."""
+        return sum(g["chunks"] for g in self.groups)
+
+    @property
+    def compilations(self) -> int:
+        """Distinct programs (engine shapes × chunk lengths) left to compile."""
+        return sum(g["programs"] for g in self.groups)
+
+    @property
+    def peak_bytes(self) -> int:
+        """Working memory of the chunks that run at once (the largest group's)."""
+        return max((min(self.workers, g["chunks"]) * g["chunk_size"] * g["bytes_per_run"]
+                    for g in self.groups if g["chunks"]), default=0)
+
+    @property
+    def compile_seconds(self) -> float:
+        return self.compilations * COMPILE_SECONDS
+
+    @property
+    def simulate_seconds(self) -> float:
+        return sum(g["seconds"] for g in self.groups)
+
+    def as_dict(self) -> dict[str, Any]:
+        keys = ("pending", "chunks", "compilations", "peak_bytes", "compile_seconds",
+                "simulate_seconds")
+        return {"name": self.name, "out": str(self.out), "runs": self.runs,
+                "finished": self.finished, "workers": self.workers, "groups": self.groups,
+                "setup_seconds": self.setup_seconds, "note": self.note,
+                **{k: getattr(self, k) for k in keys}}
+
+
+def dry_run(config: ExperimentConfig, out: str | Path, *, data_dir: str | None = None,
+            chunk_size: int | None = None, workers: int | None = None,
+            phase: Phase | None = None) -> DryRun:
+    """What a sweep of ``config`` into ``out`` would compute (see :class:`DryRun`): the
+    market is built (to know its shapes and the run ids), nothing is fitted, compiled or
+    written. Finished runs are read from ``out`` when it holds this sweep."""
+    from userchoice.engine.spec import bytes_per_run
+
+    timings: dict[str, float] = {}
+    last: list[Any] = []
+
+    def timed(label: str) -> None:
+        now = time.perf_counter()
+        if last:
+            timings[last[0]] = now - last[1]
+        last[:] = [label, now]
+        if phase is not None:
+            phase(label)
+
+    plan = plan_without_fits(config, data_dir, timed)
+    timed("")  # closes the last phase
+    timings.pop("", None)
+    store = ResultsDir(Path(out))
+    sizes = {g.index: chunk_size or driver.default_chunk_size(g.spec, plan.market,
+                                                              len(g.run_ids))
+             for g in plan.groups}
+    finished: set[str] = set()
+    note = ""
+    if store.manifest_path.is_file():
+        previous = store.read_manifest()
+        if previous.get("config_hash") == config_hash(config):
+            scan = store.scan()
+            for key in set(scan.damaged) | scan.failed():  # computed again, as run_experiment
+                scan.committed.pop(key, None)
+            finished = scan.run_ids() & plan.run_ids
+            sizes.update({int(k): int(v) for k, v in (previous.get("chunk_sizes") or {}).items()})
+        else:
+            note = (f"{store.path} holds another sweep: a run into it would be refused "
+                    f"(choose another --out)")
+    todo, _ = pending_jobs(plan, sizes, finished)
+    workers = workers or driver.default_workers()
+    groups = []
+    for g in plan.groups:
+        jobs = [j for j in todo if j.group == g.index]
+        lengths = sorted({len(j.indices) for j in jobs}, reverse=True)
+        waves = -(-len(jobs) // workers)
+        seconds = waves * estimate_chunk_seconds(g.spec, plan.market.dataset, lengths[0]) \
+            if jobs else 0.0
+        groups.append({"index": g.index, "static": g.static, "runs": len(g.run_ids),
+                       "pending": int(sum(len(j.indices) for j in jobs)),
+                       "steps": g.spec.steps, "evals": len(g.spec.eval_steps),
+                       "chunk_size": sizes[g.index], "chunks": len(jobs),
+                       "programs": len(lengths),
+                       "bytes_per_run": bytes_per_run(g.spec, plan.market),
+                       "seconds": seconds})
+    return DryRun(config.name, Path(out), plan.n_runs, len(finished), groups, workers, timings,
+                  note)
 
 
 def status(out: str | Path) -> dict[str, Any]:
