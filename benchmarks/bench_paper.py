@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the CI-sized set instead of local")
     parser.add_argument("--only", action="append", default=[], help="one experiment (repeat)")
     parser.add_argument("--out", type=Path, default=None, help="keep the results here")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="the data directory with the MovieLens and Amazon files "
+                             "(default: $USERCHOICE_DATA, else the user data folder)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -64,12 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp) / "results"
         env = {**os.environ, "USERCHOICE_COMPILATION_CACHE": str(Path(tmp) / "jax-cache")}
+        if args.data_dir is not None:
+            env["USERCHOICE_DATA"] = str(args.data_dir)
         command = [sys.executable, __file__, "--child", "--target", args.target, "--out",
                    str(out), *(["--quick"] if args.quick else []),
                    *(f"--only={name}" for name in args.only)]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        subprocess.run(command, env=env, check=True)
+        done = subprocess.run(command, env=env)  # failed experiments are in the table
+        if done.returncode != 0 and not (out / "reproduce.json").exists():
+            return done.returncode
         wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
