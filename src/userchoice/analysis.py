@@ -373,7 +373,8 @@ def band_halfwidth(sem: Any, n: Any, band: str = "se") -> np.ndarray:
         return np.where(n > 1, t.ppf(0.975, np.maximum(n - 1, 1)) * sem, np.nan)
 
 
-def _finite(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """A finite float, else None (unparseable, NaN or infinite; JSON has no NaN)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -383,7 +384,7 @@ def _finite(value: Any) -> float | None:
 
 def format_number(value: Any, digits: int = 4) -> str:
     """A number without an uncertainty: ``digits`` significant digits; '–' when missing."""
-    number = _finite(value)
+    number = finite_number(value)
     if number is None:
         return "–" if value is None or isinstance(value, float | np.floating) else str(value)
     return f"{number:.{digits}g}"
@@ -395,7 +396,7 @@ def round_to_se(mean: Any, sem: Any) -> tuple[str, str | None]:
     off by up to 50%), the mean to the same decimal place. ``(0.7512, 0.0034)`` →
     ``("0.751", "0.003")``; ``(1234.5, 56)`` → ``("1230", "60")``. Without a usable s.e.
     (missing, NaN, 0): the mean to 4 significant digits and None."""
-    m, s = _finite(mean), _finite(sem)
+    m, s = finite_number(mean), finite_number(sem)
     if m is None:
         return "–", None
     if s is None or s <= 0:
@@ -560,6 +561,14 @@ def _stat_text(stat: Mapping[str, float]) -> str:
     return format_mean_se(stat["mean"], stat["sem"])
 
 
+def _needs_a_curve(data: ClaimData, column: str, claim: str) -> Verdict | None:
+    """"not tested" unless there are probers and two or more values of ``column``."""
+    if column not in data.final or data.final[column].nunique() < 2 or not data.probers:
+        return Verdict(claim, "not tested",
+                       f"needs probers and two or more values of {_label(column)}")
+    return None
+
+
 @CLAIM_CHECKS.register("monotone")
 def check_monotone(data: ClaimData, along: str = "p") -> Verdict:
     """Each prober's final metric improves along ``along`` (p, or a static value such as
@@ -567,9 +576,9 @@ def check_monotone(data: ClaimData, along: str = "p") -> Verdict:
     and the last value is better than the first by more than Z s.e."""
     column = _column(along)
     claim = f"monotone in {_label(column)}"
-    if column not in data.final or data.final[column].nunique() < 2 or not data.probers:
-        return Verdict(claim, "not tested", f"needs probers and two or more values of "
-                                            f"{_label(column)}")
+    untested = _needs_a_curve(data, column, claim)
+    if untested is not None:
+        return untested
     parts = []
     for learner in data.probers:
         curve = data.curve(learner, column)
@@ -734,9 +743,9 @@ def check_variance_falls(data: ClaimData, along: str = "probing.n_probe") -> Ver
     difference (s.e. of a standard deviation ≈ sd / √(2(n − 1)))."""
     column = _column(along)
     claim = f"variance falls with {_label(column)}"
-    if column not in data.final or data.final[column].nunique() < 2 or not data.probers:
-        return Verdict(claim, "not tested", f"needs probers and two or more values of "
-                                            f"{_label(column)}")
+    untested = _needs_a_curve(data, column, claim)
+    if untested is not None:
+        return untested
     parts = []
     for learner in data.probers:
         curve = data.curve(learner, column)
@@ -805,7 +814,7 @@ def reported_points(reported: Mapping[str, Any] | None, key: str) -> dict[float,
         return {}
     out = {}
     for k, v in mapping.items():
-        k, v = _finite(k), _finite(v)
+        k, v = finite_number(k), finite_number(v)
         if k is not None and v is not None:
             out[k] = v
     return dict(sorted(out.items()))

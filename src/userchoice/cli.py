@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import threading
 import time
 from pathlib import Path
@@ -511,15 +510,6 @@ def _sweep(config, out: Path, executor: str, address: str | None, data_dir: Path
 
 
 # ------------------------------------------------------------------------- headline results
-def _number(value: Any) -> float | None:
-    """A finite float, else None (JSON has no NaN)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def headline(directory: Path) -> dict[str, Any] | None:
     """The result ``run`` and ``status`` end with: the final primary metric per learner (mean,
     s.e. over seeds; per p when p varies) at the reference conditions of the other knobs and
@@ -528,6 +518,7 @@ def headline(directory: Path) -> dict[str, Any] | None:
     from userchoice.analysis import (
         at_conditions,
         final_summary,
+        finite_number,
         load_results,
         reference_conditions,
     )
@@ -548,8 +539,9 @@ def headline(directory: Path) -> dict[str, Any] | None:
         records.append({**({"p": float(row["p"])} if has_p else {}), "learner": learner,
                         "label": res.learner_name(learner)
                         + (" (prober)" if bool(row["is_prober"]) else ""),
-                        "is_prober": bool(row["is_prober"]), "mean": _number(row["mean"]),
-                        "sem": _number(row["sem"]), "n": int(row["n"])})
+                        "is_prober": bool(row["is_prober"]),
+                        "mean": finite_number(row["mean"]),
+                        "sem": finite_number(row["sem"]), "n": int(row["n"])})
     return {"name": res.name, "metric": res.metric, "label": res.metric_label,
             "step": int(res.learners["step"].max()), "held": shown,
             "seeds": max((r["n"] for r in records), default=0),
