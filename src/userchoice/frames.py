@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from userchoice.knobs import BY_NAME, KNOB_NAMES, SCALAR_KNOBS
+from userchoice.knobs import BY_NAME, KNOB_NAMES, SCALAR_KNOBS, knobs_of
 from userchoice.metrics import KINDS, METRICS
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 FrameKind = Literal["all", "learner", "prober", "market"]
 FRAME_KINDS: tuple[str, ...] = ("all", *KINDS)
 PER_LEARNER_KNOBS: tuple[str, ...] = tuple(k for k in KNOB_NAMES if k not in SCALAR_KNOBS)
+MSGD_KNOBS: tuple[str, ...] = knobs_of("msgd")  # a simulation's scalar knob columns
+SIMULATION_KNOBS: tuple[str, ...] = (*MSGD_KNOBS, *PER_LEARNER_KNOBS)
 # The store's row keys and bookkeeping columns kept in its frames (what the runs table adds).
 STORE_KEYS = ("run_id", "step", "learner")
 STORE_RUN_COLUMNS = ("run_id", "group")
@@ -91,7 +93,7 @@ def simulation_frame(knobs: Any, eval_steps: np.ndarray, metrics: Mapping[str, n
     probers = np.asarray(probers, dtype=np.int64)
     if kind == "market":
         columns: dict[str, Any] = {"run": np.repeat(np.arange(n_runs), n_evals)}
-        for name in SCALAR_KNOBS:
+        for name in MSGD_KNOBS:
             columns[name] = np.repeat(np.asarray(getattr(knobs, name)), n_evals)
         columns["step"] = np.tile(steps, n_runs)
         for name in _of_kind(metrics, "market"):
@@ -100,7 +102,7 @@ def simulation_frame(knobs: Any, eval_steps: np.ndarray, metrics: Mapping[str, n
     members = probers if kind == "prober" else np.arange(n_learners)
     width = len(members)
     columns = {"run": np.repeat(np.arange(n_runs), n_evals * width)}
-    for name in SCALAR_KNOBS:
+    for name in MSGD_KNOBS:
         columns[name] = np.repeat(np.asarray(getattr(knobs, name)), n_evals * width)
     for name in PER_LEARNER_KNOBS:  # [R, n] → the row's learner's own value
         values = np.asarray(getattr(knobs, name))[:, members]
@@ -142,7 +144,7 @@ def simulation_dataset(knobs: Any, eval_steps: np.ndarray, metrics: Mapping[str,
         "learner": np.arange(n_learners), "prober": np.asarray(probers, dtype=np.int64),
         "is_prober": ("learner", np.isin(np.arange(n_learners), probers)),
         "diverged_step": ("run", np.asarray(diverged_step))}
-    for name in KNOB_NAMES:
+    for name in SIMULATION_KNOBS:
         values = np.asarray(getattr(knobs, name))
         coords[name] = (("run",) if values.ndim == 1 else ("run", "learner"), values)
     return xr.Dataset(variables, coords=coords, attrs=dict(attrs or {}))

@@ -81,6 +81,9 @@ class Knob:
     symbol: str = ""  # how figures and tables write it (default: the name)
     # needs(probing_spec_or_None) → None if non-default values are allowed, else what they need
     needs: Callable[[Any], str | None] | None = None
+    # The dynamics that read the knob (``DYNAMICS``): a config of another dynamics may not set
+    # it, and its grid axes and run ids leave it out.
+    dynamics: tuple[str, ...] = ("msgd",)
 
     @property
     def display(self) -> str:
@@ -93,6 +96,10 @@ class Knob:
         return f"{self.name} in {self.interval}"
 
 
+# The dynamics a market can run under (``EngineSpec.dynamics``, ``PopulationSpec.dynamics``).
+DYNAMICS: tuple[str, ...] = ("msgd", "population")
+BOTH = DYNAMICS
+
 UNIT = Interval(0.0, 1.0)
 # Upper bounds keep every value, and 1 + value, finite in float32 (max ≈ 3.4e38): p = 1e300
 # would overflow the probe mix (g + p·ĝ)/(1 + p) to inf/inf. 1e6 is far beyond any useful value.
@@ -103,15 +110,18 @@ SCALE = Interval(1 / LARGE, LARGE)  # temperature, prior weights: positive, log 
 
 KNOBS: tuple[Knob, ...] = (
     Knob("seed", 0, Interval(0, 2**31, closed="left"),
-         "random seed of the run: initialisation, probe sets, arrivals, choices, probe batches",
-         kind="seed"),
+         "random seed of the run: initialisation, probe sets, arrivals, choices, probe batches "
+         "(population dynamics: the entry jitter and probe noise)", kind="seed", dynamics=BOTH),
     Knob("tau", 0.0, UNIT, "preference weight: tau_mixture's probability of picking the "
          "favourite; additive_rank's cost per rank position", symbol="τ"),
-    Knob("p", 0.0, WEIGHT, "probing weight: probers step on (g + p·ĝ)/(1 + p); 0 is MSGD",
-         needs=_needs_probing),
+    Knob("p", 0.0, WEIGHT, "probing weight: probers step on (g + p·ĝ)/(1 + p); 0 is MSGD "
+         "(population dynamics: weight of the probe risk in the prober's objective)",
+         needs=_needs_probing, dynamics=BOTH),
     Knob("kappa", 0.0, UNIT, "probing noise κ: probability that a probe user's source is a "
-         "uniformly random other learner", needs=_needs_per_user_source, symbol="κ"),
-    Knob("eta", 0.01, STEP, "step size η (scaled by the schedule)", symbol="η"),
+         "uniformly random other learner", needs=_needs_per_user_source, symbol="κ",
+         dynamics=BOTH),
+    Knob("eta", 0.01, STEP, "step size η (scaled by the schedule; population dynamics: the "
+         "gradient_step update's step size)", symbol="η", dynamics=BOTH),
     Knob("lam", 0.0, WEIGHT, "L2 regularisation λ (added to the gradient after the "
          "probe mix)", symbol="λ"),
     Knob("temperature", 1.0, SCALE, "logit choice: softmax temperature over −loss"),
@@ -119,6 +129,9 @@ KNOBS: tuple[Knob, ...] = (
          symbol="ζ"),
     Knob("prior", 1.0, SCALE, "logit choice: prior weight of each learner (a length-n "
          "vector; default uniform)", kind="per_learner"),
+    Knob("epsilon", 0.1, Interval(0.0, 1.0, closed="neither"), "population dynamics: "
+         "multiplicative-weights rate ε, α_ij ← α_ij (1 − ε)^R_j(θ_i) / normaliser",
+         symbol="ε", dynamics=("population",)),
 )
 
 BY_NAME: dict[str, Knob] = {k.name: k for k in KNOBS}
@@ -126,6 +139,11 @@ KNOB_NAMES: tuple[str, ...] = tuple(k.name for k in KNOBS)
 # Knobs that form grid axes in configs and columns in the results' runs table (one value each).
 SCALAR_KNOBS: tuple[str, ...] = tuple(k.name for k in KNOBS if k.kind != "per_learner")
 KNOB_DEFAULTS: dict[str, float] = {k.name: k.default for k in KNOBS if k.kind != "per_learner"}
+
+
+def knobs_of(dynamics: str) -> tuple[str, ...]:
+    """The scalar knobs one dynamics reads, in table order (its grid axes and run-id keys)."""
+    return tuple(name for name in SCALAR_KNOBS if dynamics in BY_NAME[name].dynamics)
 
 
 class Knobs(namedtuple("Knobs", KNOB_NAMES)):

@@ -29,8 +29,10 @@ import jax.numpy as jnp
 from userchoice.families import correct, is_classifier, learner_scores
 from userchoice.registry import Registry
 
-Kind = Literal["learner", "prober", "market"]
-KINDS: tuple[str, ...] = ("learner", "prober", "market")
+Kind = Literal["learner", "prober", "market", "group", "allocation"]
+# What one value is per evaluation point: per learner [n], per probing learner [|S|], one for
+# the market [], per sub-population [G] (population dynamics), per learner and group [n, G].
+KINDS: tuple[str, ...] = ("learner", "prober", "market", "group", "allocation")
 
 
 def always(spec: Any) -> bool:
@@ -60,6 +62,7 @@ class Metric:
     applies: Callable[[Any], bool] = always
     label: str = ""  # how figures name it (default: the name)
     higher_is_better: bool = False
+    dynamics: tuple[str, ...] = ("msgd",)  # the dynamics that compute it (knobs.DYNAMICS)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -74,19 +77,27 @@ class Metric:
 METRICS: Registry[Metric] = Registry("metric")
 
 
+def dynamics_of(spec: Any) -> str:
+    """The dynamics a spec runs (``EngineSpec``: ``"msgd"``; ``PopulationSpec``:
+    ``"population"``)."""
+    return str(getattr(spec, "dynamics", "msgd"))
+
+
 def register(name: str, *, kind: Kind, meaning: str, applies: Callable[[Any], bool] = always,
              label: str = "", higher_is_better: bool = False,
-             requires: tuple[Callable[[Any], bool], ...] = ()) -> Callable:
+             requires: tuple[Callable[[Any], bool], ...] = (),
+             dynamics: tuple[str, ...] = ("msgd",)) -> Callable:
     """Decorator: register ``compute(ev)`` as metric ``name``. ``requires`` adds further
-    applicability conditions (all must hold)."""
+    applicability conditions (all must hold); ``dynamics`` names the dynamics whose
+    evaluation object ``ev`` is (the streaming engine's ``Evaluation`` for ``"msgd"``)."""
     tests = (applies, *requires)
 
     def applies_all(spec: Any) -> bool:
-        return all(test(spec) for test in tests)
+        return dynamics_of(spec) in dynamics and all(test(spec) for test in tests)
 
     def add(compute: Callable[[Evaluation], jax.Array]) -> Callable:
         METRICS.register(name, Metric(name, kind, compute, meaning, applies_all, label,
-                                      higher_is_better))
+                                      higher_is_better, tuple(dynamics)))
         return compute
 
     return add

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from userchoice import EngineSpec, Logistic, ProbingSpec, make_knobs, simulate
 from userchoice.frames import FRAME_KINDS, simulation_dataset, simulation_frame
-from userchoice.knobs import KNOB_NAMES, SCALAR_KNOBS
+from userchoice.frames import MSGD_KNOBS as SCALAR_KNOBS
+from userchoice.frames import SIMULATION_KNOBS as KNOB_NAMES
 from userchoice.metrics import METRICS
 
 

@@ -47,6 +47,8 @@ class EngineSpec:
     dtype: Literal["float32", "float64"] = "float32"
     metrics: tuple[str, ...] | None = None
 
+    dynamics = "msgd"  # class constant: the metric and knob tables' name for this dynamics
+
     def __post_init__(self) -> None:
         for name in ("n_learners", "batch_size", "steps", "eval_every"):
             _positive_int(name, getattr(self, name))

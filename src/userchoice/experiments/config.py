@@ -38,7 +38,7 @@ from userchoice.choice import CHOICE_RULES, get_rule
 from userchoice.data.registry import get_dataset
 from userchoice.engine.spec import working_bytes
 from userchoice.families import FAMILIES
-from userchoice.knobs import BY_NAME, KNOBS, SCALAR_KNOBS, Knob
+from userchoice.knobs import BY_NAME, KNOBS, SCALAR_KNOBS, Knob, knobs_of
 from userchoice.metrics import METRICS
 from userchoice.preferences import PREFERENCE_MODES
 from userchoice.probing import SOURCES, get_source
@@ -328,10 +328,11 @@ class _KnobsBase(_Strict):
             raise ValueError("a grid axis needs at least one value")
         return value
 
-    def axes(self) -> dict[str, list]:
-        """Grid axes in the knob table's order (seed varies slowest)."""
+    def axes(self, dynamics: str = "msgd") -> dict[str, list]:
+        """Grid axes in the knob table's order (seed varies slowest): the knobs ``dynamics``
+        reads (``knobs.knobs_of``)."""
         out: dict[str, list] = {}
-        for name in SCALAR_KNOBS:
+        for name in knobs_of(dynamics):
             value = getattr(self, name)
             if BY_NAME[name].kind == "seed" and isinstance(value, int):
                 value = list(range(value))
