@@ -5,9 +5,10 @@
 
 SOURCE is the staged substitute ``shared/data/acs_pums/acs_2017_1yr_person_AL_sample5000.csv.gz``
 (sha256 below; see its SOURCE.md): 5,000 real ACS 2017 1-Year person records for Alabama. The
-sample keeps every row, in order, and only the columns the shipped census configs read (the
-ACSEmployment task's columns plus the person key ``SERIALNO``, ``SPORDER``, ``ST``), in the
-source's column order, every cell exactly as written there (read and written as text: no
+sample keeps every row, in order, and only the columns the shipped census tasks read (those of
+``SAMPLE_TASKS``: ACSEmployment, the shipped configs' task, and the commute-time tasks
+ACSTravelTime and ACSTravelTimeDean, plus the person key ``SERIALNO``, ``SPORDER``, ``ST``), in
+the source's column order, every cell exactly as written there (read and written as text: no
 number is re-formatted). It is gzipped with mtime 0 and no file name, so the output is the
 same bytes on every run.
 """
@@ -25,13 +26,15 @@ SOURCE_SHA256 = "71188d999d694e0c026bf6f29a815dfd0d06cb9f52fb86acf7fa2e4b4495034
 TARGET = (Path(__file__).resolve().parents[1] / "src" / "userchoice" / "samples"
           / "acs_2017_1yr_person_AL_sample5000.csv.gz")
 PERSON_KEY = ("SERIALNO", "SPORDER", "ST")
+# The tasks that run from the shipped sample (census.TASKS names).
+SAMPLE_TASKS = ("ACSEmployment", "ACSTravelTime", "ACSTravelTimeDean")
 
 
 def columns() -> set[str]:
-    """The columns the shipped census configs need: their tasks' plus the person key."""
-    from userchoice.data.census import ACSEmployment
+    """The columns the shipped sample's tasks need, plus the person key."""
+    from userchoice.data.census import TASKS
 
-    return {*ACSEmployment.columns, *PERSON_KEY}
+    return {c for name in SAMPLE_TASKS for c in TASKS[name].columns} | set(PERSON_KEY)
 
 
 def build(source: Path) -> bytes:

@@ -8,9 +8,12 @@ so zero-padded codes (``01``) and unpadded ones (``1``) read the same.
 
 Tasks are defined folktables-style (``ACSTask``): features, a target with a transform, an optional
 group column, a row filter (``preprocess``) and the fill value for missing features
-(``postprocess``). They are plain data, so a config can add one (``ACSTask.from_config``,
-``register_task``). ``ACSEmployment`` (the paper's task) and ``ACSIncome`` follow
-folktables/acs.py exactly; ``ACSEmploymentFiltered`` is folktables' filtered variant.
+(``postprocess``). The transform is a ``Condition`` (a binary label) or a ``NumericLabel`` (a
+regression label, e.g. 10·ln(1 + JWMNP)). They are plain data, so a config can add one
+(``ACSTask.from_config``, ``register_task``). ``ACSEmployment`` (the paper's task),
+``ACSIncome`` and ``ACSTravelTime`` follow folktables/acs.py exactly; ``ACSEmploymentFiltered`` is
+folktables' filtered variant; ``ACSTravelTimeDean`` is the commute-time regression of Dean et al.
+(AISTATS 2024).
 
 Every line of a file is checked to have as many fields as its header (pandas silently drops the
 extras of an over-long row when only some columns are read), in the same streaming pass.
@@ -78,20 +81,114 @@ class Condition:
     def __str__(self) -> str:
         return f"{self.column} {self.op} {self.value:g}"
 
+    def values(self, target: np.ndarray) -> np.ndarray:
+        """The binary label as float64: 1.0 where the condition holds (a missing target: 0.0)."""
+        return self.holds(target).astype(np.float64)
+
+
+# Numeric label transforms f in y = scale·f(target). NaN in → NaN out, so a missing target is
+# told apart from a real 0 and becomes the label's ``missing`` value.
+LABEL_TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "identity": np.asarray,
+    "log1p": np.log1p,
+}
+_LABEL_FIELDS = ("transform", "scale", "missing")
+_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class NumericLabel:
+    """A regression label ``y = scale·f(column)`` (``f`` from ``LABEL_TRANSFORMS``); a row whose
+    target is missing gets ``missing`` (Dean et al.: ``nan_to_num(10·log(1 + JWMNP), 0)``)."""
+
+    column: str
+    transform: str = "identity"
+    scale: float = 1.0
+    missing: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.transform not in LABEL_TRANSFORMS:
+            raise ValueError(f"label transform must be one of {sorted(LABEL_TRANSFORMS)}, got "
+                             f"{self.transform!r} (a binary label is a condition target, e.g. "
+                             f"'{self.column} > 20')")
+        for name in ("scale", "missing"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not np.isfinite(value):
+                raise ValueError(f"label {name} must be a finite number, got {value!r}")
+        if self.scale == 0:
+            raise ValueError("label scale must be non-zero, got 0")
+
+    def values(self, target: np.ndarray) -> np.ndarray:
+        """The label as float64; ``ValueError`` if a present target maps to a non-finite value
+        (e.g. log1p of a value ≤ −1)."""
+        target = np.asarray(target, dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = self.scale * np.asarray(LABEL_TRANSFORMS[self.transform](target),
+                                          dtype=np.float64)
+        absent = np.isnan(target)
+        bad = ~absent & ~np.isfinite(out)
+        if bad.any():
+            raise ValueError(f"label {self}: {int(bad.sum())} row(s) give a non-finite label "
+                             f"(e.g. {self.column} = {target[bad][0]:g})")
+        out[absent] = self.missing
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"transform": self.transform, "scale": self.scale, "missing": self.missing}
+
+    def __str__(self) -> str:
+        inner = self.column if self.transform == "identity" else f"{self.transform}({self.column})"
+        return inner if self.scale == 1 else f"{self.scale:g}·{inner}"
+
+
+def _label_from_config(task: str, target: Any, label: Any) -> NumericLabel:
+    where = f"ACS task {task!r}"
+    if isinstance(label, str):
+        label = {"transform": label}
+    if not isinstance(label, Mapping):
+        raise ValueError(f"{where}: label must be a transform name {sorted(LABEL_TRANSFORMS)} or "
+                         f"a mapping with fields {list(_LABEL_FIELDS)}, got {label!r}")
+    unknown = set(label) - set(_LABEL_FIELDS)
+    if unknown:
+        raise ValueError(f"{where}: unknown label field(s) {sorted(unknown)}; allowed: "
+                         f"{list(_LABEL_FIELDS)}")
+    if "transform" not in label:
+        raise ValueError(f"{where}: label needs 'transform', one of {sorted(LABEL_TRANSFORMS)}")
+    if not isinstance(target, str) or not _COLUMN.match(target.strip()):
+        raise ValueError(f"{where}: with a label, target must be a column name (e.g. 'JWMNP'), "
+                         f"got {target!r}")
+    numbers: dict[str, float] = {}
+    for name in ("scale", "missing"):
+        if name in label:
+            value = label[name]
+            try:
+                if isinstance(value, bool):
+                    raise TypeError
+                numbers[name] = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{where}: label {name} must be a number, got {value!r}") \
+                    from None
+    try:
+        return NumericLabel(target.strip(), str(label["transform"]), **numbers)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+
 
 @dataclass(frozen=True)
 class ACSTask:
     """A prediction task on ACS person records (folktables' ``BasicProblem``, as data).
 
-    ``target_transform`` is the condition on ``target`` that makes the label 1 (a missing target
-    gives 0, as in folktables). ``preprocess`` keeps the rows where every condition holds.
+    ``target_transform`` makes the label from ``target``: a ``Condition`` gives a binary label
+    (1 where it holds; a missing target gives 0, as in folktables), a ``NumericLabel`` a real
+    one (regression). ``preprocess`` keeps the rows where every condition holds.
     ``postprocess`` is the value missing features become (folktables: ``nan_to_num(nan=0)``).
     """
 
     name: str
     features: tuple[str, ...]
     target: str
-    target_transform: Condition
+    target_transform: Condition | NumericLabel
     group: str | None = None
     preprocess: tuple[Condition, ...] = ()
     postprocess: float = 0.0
@@ -115,38 +212,73 @@ class ACSTask:
             wanted.append(self.group)
         return tuple(dict.fromkeys(wanted))
 
+    @property
+    def regression(self) -> bool:
+        """True for a numeric label (``NumericLabel``), False for a binary one."""
+        return isinstance(self.target_transform, NumericLabel)
+
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ACSTask:
         """Build a task from plain data, e.g. a YAML mapping::
 
             name: ACSIncome
             features: [AGEP, COW, SCHL, ...]
-            target: PINCP > 50000          # the label condition
+            target: PINCP > 50000          # the label condition (binary label)
             group: RAC1P                   # optional
             preprocess: [AGEP > 16, PINCP > 100, WKHP > 0, PWGTP >= 1]
             postprocess: 0                 # fill value for missing features
+
+        A numeric (regression) label names the target column and a ``label`` transform
+        (``LABEL_TRANSFORMS``; scale defaults to 1, a missing target's label to 0)::
+
+            target: JWMNP
+            label: {transform: log1p, scale: 10, missing: 0}   # y = 10·ln(1 + JWMNP)
+
+        ``from_config(task.describe())`` rebuilds ``task``.
         """
-        allowed = {"name", "features", "target", "group", "preprocess", "postprocess"}
+        allowed = {"name", "features", "target", "label", "group", "preprocess", "postprocess"}
         unknown = set(config) - allowed
+        named = f" in task {str(config['name'])!r}" if "name" in config else ""
         if unknown:
-            raise ValueError(f"unknown ACS task field(s) {sorted(unknown)}; allowed: "
+            raise ValueError(f"unknown ACS task field(s) {sorted(unknown)}{named}; allowed: "
                              f"{sorted(allowed)}")
         for required in ("name", "features", "target"):
             if required not in config:
-                raise ValueError(f"ACS task config needs {required!r}")
-        label = Condition.parse(config["target"])
+                raise ValueError(f"ACS task config{named} needs {required!r}")
+        name = str(config["name"])
+        features = config["features"]
+        if isinstance(features, str) or not isinstance(features, Iterable):
+            raise ValueError(f"ACS task {name!r}: features must be a list of column names, got "
+                             f"{features!r}")
+        target = config["target"]
+        label: Condition | NumericLabel
+        if config.get("label") is not None:
+            label = _label_from_config(name, target, config["label"])
+        elif isinstance(target, str) and _COLUMN.match(target.strip()):
+            raise ValueError(f"ACS task {name!r}: target {target!r} is a bare column; give a "
+                             f"condition for a binary label (e.g. '{target.strip()} > 20') or a "
+                             f"label transform for a numeric one (e.g. label: {{transform: "
+                             f"log1p, scale: 10}}; transforms: {sorted(LABEL_TRANSFORMS)})")
+        else:
+            label = Condition.parse(target)
         preprocess = config.get("preprocess") or ()
         if isinstance(preprocess, str):
             preprocess = [preprocess]
-        return cls(name=str(config["name"]), features=tuple(str(f) for f in config["features"]),
+        return cls(name=name, features=tuple(str(f) for f in features),
                    target=label.column, target_transform=label, group=config.get("group"),
                    preprocess=tuple(Condition.parse(c) for c in preprocess),
                    postprocess=float(config.get("postprocess", 0.0)))
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "features": list(self.features),
-                "target": str(self.target_transform), "group": self.group,
-                "preprocess": [str(c) for c in self.preprocess], "postprocess": self.postprocess}
+        """The task as plain data (the form ``from_config`` reads)."""
+        out: dict[str, Any] = {"name": self.name, "features": list(self.features)}
+        if isinstance(self.target_transform, NumericLabel):
+            out.update(target=self.target, label=self.target_transform.describe())
+        else:
+            out["target"] = str(self.target_transform)
+        out.update(group=self.group, preprocess=[str(c) for c in self.preprocess],
+                   postprocess=self.postprocess)
+        return out
 
 
 _EMPLOYMENT_FEATURES = ("AGEP", "SCHL", "MAR", "RELP", "DIS", "ESP", "CIT", "MIG", "MIL", "ANC",
@@ -175,7 +307,35 @@ ACSEmploymentFiltered = ACSTask(
     preprocess=(Condition("AGEP", ">", 16), Condition("AGEP", "<", 90),
                 Condition("PWGTP", ">=", 1)))
 
-TASKS: dict[str, ACSTask] = {t.name: t for t in (ACSEmployment, ACSIncome, ACSEmploymentFiltered)}
+# folktables' travel_time_filter: workers (ESR == 1) over 16 with a positive person weight.
+_TRAVEL_TIME_FILTER = (Condition("AGEP", ">", 16), Condition("PWGTP", ">=", 1),
+                       Condition("ESR", "==", 1))
+
+ACSTravelTime = ACSTask(
+    name="ACSTravelTime",
+    features=("AGEP", "SCHL", "MAR", "SEX", "DIS", "ESP", "MIG", "RELP", "RAC1P", "PUMA", "ST",
+              "CIT", "OCCP", "JWTR", "POWPUMA", "POVPIP"),
+    target="JWMNP", target_transform=Condition("JWMNP", ">", 20), group="RAC1P",
+    preprocess=_TRAVEL_TIME_FILTER)
+
+# Dean, Curmei, Ratliff, Morgenstern, Fazel (AISTATS 2024), experiment (c): the authors' code
+# (github.com/mcurmei627/MultiLearnerRiskReduction, subpop.py, generate_folktables_data) builds
+# folktables.BasicProblem "ACSTravelTimeReg" on AGEP, SCHL, MAR, SEX, DIS, MIG, RAC1P, CIT,
+# JWTR, POVPIP, then drops RAC1P from the features (it is the group); target JWMNP, preprocess
+# travel_time_filter, label
+# 10·log(1 + JWMNP) with a missing commute (ESR == 1 but worked at home) → 0 (nan_to_num), and
+# missing features → 0. Not reproduced here (raw codes, standardised like every task): their
+# recoding of SCHL into 3 levels, JWTR into 5, MAR to married/not and SEX/DIS/MIG to 0/1, the
+# one-hot columns of SCHL, JWTR and MIG (drop_first), AGEP/80 and POVPIP/500 instead of
+# standardising, and the merge of RAC1P 4 and 5 (groups are formed downstream from raw RAC1P).
+ACSTravelTimeDean = ACSTask(
+    name="ACSTravelTimeDean",
+    features=("AGEP", "SCHL", "MAR", "SEX", "DIS", "MIG", "CIT", "JWTR", "POVPIP"),
+    target="JWMNP", target_transform=NumericLabel("JWMNP", "log1p", scale=10.0, missing=0.0),
+    group="RAC1P", preprocess=_TRAVEL_TIME_FILTER)
+
+TASKS: dict[str, ACSTask] = {t.name: t for t in (
+    ACSEmployment, ACSIncome, ACSEmploymentFiltered, ACSTravelTime, ACSTravelTimeDean)}
 
 # Raw (unstandardised) per-user columns kept as Dataset attributes when the file has them.
 ATTRIBUTE_COLUMNS = ("AGEP",)
@@ -516,9 +676,11 @@ def load_census(paths: str | Path | Sequence[str | Path] | None = None, *,
 
     ``paths``: person files (CSV, CSV.gz, Census zip) or folders; None searches
     ``<data dir>/census``. Rows failing the task's filter are dropped, missing features become the
-    task's fill value (0), the label is 1.0 where the target condition holds (else 0.0). The
-    split is ``split_indices(n, test_fraction, seed)``; features are standardised with training
-    statistics when ``standardise``. Attributes: the raw age ``AGEP`` and the task's group column.
+    task's fill value (0). The label is 1.0 where the target condition holds (else 0.0), or for
+    a regression task (``NumericLabel``) the numeric label, never standardised; y is 1-D either
+    way. The split is ``split_indices(n, test_fraction, seed)``; features are standardised with
+    training statistics when ``standardise``. Attributes (raw codes, not standardised): the age
+    ``AGEP`` and the task's group column (e.g. ``RAC1P``).
     """
     spec = get_task(task)
     files = find_census_files(data_dir) if paths is None else _as_paths(paths)
@@ -551,14 +713,23 @@ def load_census(paths: str | Path | Sequence[str | Path] | None = None, *,
             np.take(cols[name], r, out=x[split][:, j])
     for part in x.values():
         part[np.isnan(part)] = spec.postprocess
-    label = spec.target_transform.holds(cols[spec.target])
-    y = {split: label[r].astype(np.float64) for split, r in rows.items()}
+    # the label of the kept rows only: a row the filter drops cannot fail the label's checks
+    target = cols[spec.target][kept]
+    try:
+        label = spec.target_transform.values(target)
+    except ValueError as error:
+        raise ValueError(f"task {spec.name} on {', '.join(str(p) for p, _ in sources)}: "
+                         f"{error}") from None
+    y = {"train": label[train], "test": label[test]}
+    n_target_missing = int(np.count_nonzero(np.isnan(target)))
     attribute_names = dict.fromkeys(c for c in (*ATTRIBUTE_COLUMNS, spec.group) if c and c in cols)
     attributes = {split: {c: cols[c][r] for c in attribute_names} for split, r in rows.items()}
     states = sorted({int(s) for s in np.unique(cols["ST"]) if np.isfinite(s)}) \
         if "ST" in cols else None
-    label_rate = float(np.count_nonzero(label & keep) / n_kept)
-    del cols, label  # the raw columns are no longer needed: free them before standardising
+    # a binary label's rate; a numeric label's mean (over the kept rows)
+    label_summary = "label_mean" if spec.regression else "label_rate"
+    label_all = float(label.sum() / n_kept)
+    del cols, label, target  # the raw columns are no longer needed: free them before standardising
 
     x_train, x_test = x.pop("train"), x.pop("test")
     stats: dict[str, Any] | None = None
@@ -576,9 +747,11 @@ def load_census(paths: str | Path | Sequence[str | Path] | None = None, *,
         "duplicates_dropped": n_repeated,
         "duplicate_key": person_key,
         "rows_after_filter": n_kept,
-        "label_rate": label_rate,
-        "label_rate_train": float(y["train"].mean()),
-        "label_rate_test": float(y["test"].mean()),
+        label_summary: label_all,
+        f"{label_summary}_train": float(y["train"].mean()),
+        f"{label_summary}_test": float(y["test"].mean()),
+        **({"label_std": float(np.concatenate(list(y.values())).std()),
+            "target_missing": n_target_missing} if spec.regression else {}),
         "n_train": len(train),
         "n_test": len(test),
         "test_fraction": test_fraction,
