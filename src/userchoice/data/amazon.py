@@ -413,6 +413,7 @@ def load_amazon(
     cache_dir: str | Path | None = None,
     batch_size: int = 64,
     device: str = "cpu",
+    pca_components: int | None = None,
 ) -> Dataset:
     """Amazon review users (SPEC §7): embeddings of review text, label rating ≥ 4.
 
@@ -427,7 +428,18 @@ def load_amazon(
 
     Attributes per user: ``category`` (str), ``rating`` (stars), and where the review came
     from: ``file`` (index into ``provenance["files"]``) and ``line`` (1-based line number).
+
+    ``pca_components``: project the (standardised) embeddings on their first k principal
+    components, fitted on the training split (scikit-learn ``PCA``, ``svd_solver="full"``:
+    deterministic), before the intercept is appended: a representation ladder (k = 2, 8, 32,
+    384); k is at most the embedding width and the number of training reviews. None: the
+    embeddings as they are.
     """
+    if pca_components is not None and (isinstance(pca_components, bool) or not isinstance(
+            pca_components, int | np.integer) or pca_components < 1):
+        raise ValueError(f"data.options.pca_components must be a positive integer (at most "
+                         f"the embedding width, 384 for MiniLM) or None, got "
+                         f"{pca_components!r}")
     if categories is not None:
         categories = list(dict.fromkeys(categories))
         if not categories or not all(isinstance(c, str) and c for c in categories):
@@ -485,6 +497,19 @@ def load_amazon(
     if standardise:
         x_train, x_test, _ = common.standardise(x_train, x_test)
     names = [f"emb{i}" for i in range(vectors.shape[1])]
+    pca = None
+    if pca_components is not None:
+        k = int(pca_components)
+        if k > min(vectors.shape[1], len(train)):
+            raise ValueError(f"data.options.pca_components={k} exceeds the embedding width "
+                             f"({vectors.shape[1]}) or the training reviews ({len(train)})")
+        from sklearn.decomposition import PCA
+
+        fitted = PCA(n_components=k, svd_solver="full").fit(x_train)
+        x_train, x_test = fitted.transform(x_train), fitted.transform(x_test)
+        names = [f"pc{i}" for i in range(k)]
+        pca = {"components": k, "fitted_on": "train", "svd_solver": "full",
+               "explained_variance_ratio": fitted.explained_variance_ratio_.tolist()}
     if intercept:
         x_train = np.concatenate([x_train, np.ones((len(train), 1))], axis=1)
         x_test = np.concatenate([x_test, np.ones((len(test), 1))], axis=1)
@@ -528,6 +553,7 @@ def load_amazon(
                      "cache_misses": getattr(model, "misses", 0) - misses0},
         "standardised": standardise,
         "intercept": intercept,
+        **({"pca": pca} if pca is not None else {}),
     }
     return Dataset(
         x_train=x_train, y_train=y[train], x_test=x_test, y_test=y[test],

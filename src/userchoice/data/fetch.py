@@ -362,6 +362,12 @@ def how_to_get(name: str, missing: Sequence[str | Path], root: str | Path | None
     names them: ``userchoice data fetch …`` for a file a download writes, ``userchoice data
     import …`` for the others; a file outside ``<data dir>/<name>/`` is the config's to fix."""
     folder = data_dir(root) / name
+    try:  # a loader that says how its files are imported (features: X and y, --name)
+        hint = getattr(DATASETS.get(name).load_function(), "import_hint", None)
+    except Exception:  # a user's dataset whose loader fails to import: the generic hints
+        hint = None
+    if hint is not None:
+        return hint([Path(p) for p in missing], folder)
     fetchable: dict[Path, dict[str, Any]] = {}
     imports: list[Path] = []
     elsewhere: list[Path] = []
@@ -500,8 +506,14 @@ def import_file(name: str, source: str | Path, *, root: str | Path | None = None
                         f"--force (force=True) to import this file anyway") from error
         warnings.warn(f"{source} does not verify ({error}); imported anyway (force)",
                       UnverifiedImportWarning, stacklevel=2)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(target_dir)
+    return import_copy(source, target, link=link)
+
+
+def import_copy(source: Path, target: Path, *, link: bool = False) -> Path:
+    """Copy (or symlink) ``source`` to ``target`` atomically, removing the stale temporaries
+    of killed imports in its folder first (the writing half of ``import_file``)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target.parent)
     if link:
         tmp = target.with_name(f".{target.name}.link")
         tmp.unlink(missing_ok=True)
@@ -516,13 +528,33 @@ def import_file(name: str, source: str | Path, *, root: str | Path | None = None
     return atomic_write(target, copy)
 
 
+def import_files(name: str, sources: Sequence[str | Path], *, set_name: str | None = None,
+                 root: str | Path | None = None, link: bool = False, force: bool = False
+                 ) -> list[Path]:
+    """``data import``: one file (``import_file``), or, for a dataset whose loader has an
+    ``import_set`` (``features``: X.npy + y.npy), a named set of files into
+    ``<data dir>/<name>/<set_name>/``. Returns the files written."""
+    entry = _entry(name)
+    importer = getattr(entry.load_function(), "import_set", None)
+    if importer is not None:
+        return list(importer(sources, name=set_name, root=root, link=link, force=force))
+    if set_name is not None:
+        raise ValueError(f"--name is for datasets imported as a named set of files; dataset "
+                         f"{name!r} keeps each file's own name")
+    if len(sources) != 1:
+        raise ValueError(f"dataset {name!r} imports one file at a time, got {len(sources)}")
+    return [import_file(name, sources[0], root=root, link=link, force=force)]
+
+
 def inventory(root: str | Path | None = None) -> dict[str, list[dict]]:
     """Files present for each file-backed dataset in the data directory (name, bytes)."""
     base = data_dir(root)
     out: dict[str, list[dict]] = {}
     for name in DATASETS.named(importable=True):
         folder = base / name
-        files = sorted(p for p in folder.glob("*") if p.is_file() and not p.name.startswith("."))\
+        # subfolders too (features keeps one set per folder), hidden temporaries not
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(
+            part.startswith(".") for part in p.relative_to(folder).parts)) \
             if folder.is_dir() else []
         out[name] = [{"file": str(p), "bytes": p.stat().st_size} for p in files]
     return out

@@ -313,3 +313,8 @@ register_dataset(
     "mixture", "userchoice.synthetic:gaussian_mixture_market", kind="market",
     market_args=("n_learners",),
     description="synthetic classification market: one Gaussian blob of users per learner")
+register_dataset(
+    "features", "userchoice.data.features:load_features", file_backed=True,
+    description="your own feature matrix and labels (X.npy + y.npy, or one .npz), e.g. "
+                "pretrained-network features of CIFAR-10",
+    verify="userchoice.data.features:verify_file")
