@@ -81,7 +81,11 @@ def test_spec_metrics_default_to_the_applicable_table_rows():
     plain = EngineSpec(Squared(), 2, 10, 20, update_all=False)
     assert "test_accuracy" not in plain.metrics  # regression family
     assert "probe_risk" not in plain.metrics and "update_all_test_loss" not in plain.metrics
-    assert plain.metrics == metrics.applicable(plain)
+    assert plain.metrics == metrics.applicable(plain, defaults_only=True)
+    # A metric that applies but is not a default (path length: work at every step) is left
+    # out unless asked for.
+    assert "path_length" in metrics.applicable(plain)
+    assert "path_length" not in plain.metrics
     chosen = EngineSpec(Squared(), 2, 10, 20, metrics=("test_loss",))
     assert chosen.metrics == ("test_loss",)
     with pytest.raises(ValueError, match="does not apply"):

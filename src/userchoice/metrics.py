@@ -63,6 +63,9 @@ class Metric:
     label: str = ""  # how figures name it (default: the name)
     higher_is_better: bool = False
     dynamics: tuple[str, ...] = ("msgd",)  # the dynamics that compute it (knobs.DYNAMICS)
+    # Whether a spec that names no metrics records it (an applicable metric that is not a
+    # default is recorded only when asked for, e.g. one that costs work at every step).
+    default: Callable[[Any], bool] = always
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -86,7 +89,8 @@ def dynamics_of(spec: Any) -> str:
 def register(name: str, *, kind: Kind, meaning: str, applies: Callable[[Any], bool] = always,
              label: str = "", higher_is_better: bool = False,
              requires: tuple[Callable[[Any], bool], ...] = (),
-             dynamics: tuple[str, ...] = ("msgd",)) -> Callable:
+             dynamics: tuple[str, ...] = ("msgd",),
+             default: Callable[[Any], bool] = always) -> Callable:
     """Decorator: register ``compute(ev)`` as metric ``name``. ``requires`` adds further
     applicability conditions (all must hold); ``dynamics`` names the dynamics whose
     evaluation object ``ev`` is (the streaming engine's ``Evaluation`` for ``"msgd"``)."""
@@ -97,7 +101,7 @@ def register(name: str, *, kind: Kind, meaning: str, applies: Callable[[Any], bo
 
     def add(compute: Callable[[Evaluation], jax.Array]) -> Callable:
         METRICS.register(name, Metric(name, kind, compute, meaning, applies_all, label,
-                                      higher_is_better, tuple(dynamics)))
+                                      higher_is_better, tuple(dynamics), default))
         return compute
 
     return add
@@ -107,9 +111,11 @@ def get_metric(name: str) -> Metric:
     return METRICS.get(name)
 
 
-def applicable(spec: Any) -> tuple[str, ...]:
-    """Names of the registered metrics that apply to ``spec``, in table order."""
-    return tuple(name for name, metric in METRICS.items() if metric.applies(spec))
+def applicable(spec: Any, defaults_only: bool = False) -> tuple[str, ...]:
+    """Names of the registered metrics that apply to ``spec``, in table order (only those it
+    records by default with ``defaults_only``: what a spec naming no metrics records)."""
+    return tuple(name for name, metric in METRICS.items() if metric.applies(spec)
+                 and (not defaults_only or metric.default(spec)))
 
 
 def of_kind(kind: str, names: Any = None) -> tuple[str, ...]:
@@ -267,6 +273,55 @@ def _potential(ev: Evaluation) -> jax.Array:
           meaning="Ψ = Φ + p·Σ probe risks (probing only)")
 def _psi(ev: Evaluation) -> jax.Array:
     return _potential(ev) + ev.knobs.p * ev.probe_risk.sum()
+
+
+# Su & Dean's streaming protocol (ICML 2024; NEIGHBOURS.md §A)
+
+
+def zeta_rule(spec: Any) -> bool:
+    """The users choose by the ``zeta_random`` rule (whose knob ζ the ζ-potential reads)."""
+    from userchoice.choice import ZetaRandom
+
+    return isinstance(spec.choice_rule, ZetaRandom)
+
+
+def zeta_mix(losses: jax.Array, zeta: jax.Array) -> jax.Array:
+    """(1−ζ)·E_u[min_i ℓ_i(u)] + ζ·E_u[(1/n)Σ_i ℓ_i(u)] of losses [n, Nt]."""
+    return (1 - zeta) * losses.min(axis=0).mean() + zeta * losses.mean()
+
+
+@register("zeta_potential", kind="market", applies=zeta_rule, label="ζ-potential",
+          meaning="Su & Dean's ζ-potential (1−ζ)·E[min_i ℓ_i] + ζ·E[mean_i ℓ_i] on the test "
+                  "users (equals Φ under zeta_random)")
+def _zeta_potential(ev: Evaluation) -> jax.Array:
+    return zeta_mix(ev.test_losses, ev.knobs.zeta)
+
+
+@register("update_all_zeta_potential", kind="market", applies=zeta_rule,
+          requires=(update_all,), label="update-all ζ-potential",
+          meaning="the ζ-potential of the update-all copies")
+def _update_all_zeta_potential(ev: Evaluation) -> jax.Array:
+    losses = ev.family.loss(ev.update_all_scores, ev.data.y_test, ev.data.w_test)
+    return zeta_mix(losses, ev.knobs.zeta)
+
+
+@register("oracle_choice_accuracy", kind="market", applies=classifier, default=zeta_rule,
+          label="oracle-choice accuracy", higher_is_better=True,
+          meaning="accuracy on the test users, each classified by its lowest-loss learner "
+                  "(chosen with the true label)")
+def _oracle_choice_accuracy(ev: Evaluation) -> jax.Array:
+    best = jnp.argmin(ev.test_losses, axis=0)  # ties: the lowest index, as the choice rules
+    score = jnp.take_along_axis(ev.test_scores, best[None], axis=0)[0]
+    return correct(ev.family, score, ev.data.y_test).mean()
+
+
+# Recorded by default under Su & Dean's protocol (the zeta_random rule) only: it adds a norm
+# of every parameter change to every step.
+@register("path_length", kind="learner", label="path length Σ‖Δθ‖", default=zeta_rule,
+          meaning="Σ_s ‖θ_{s+1} − θ_s‖: the length of the learner's parameter path so far "
+                  "(accumulated at every step)")
+def _path_length(ev: Evaluation) -> jax.Array:
+    return ev.state.path_length
 
 
 def evaluate_metrics(names: tuple[str, ...], ev: Evaluation) -> dict[str, jax.Array]:

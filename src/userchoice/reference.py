@@ -231,6 +231,8 @@ def run_reference(
 
         probe_labels = label_probe_sets(theta)
 
+    path = np.zeros(n)  # Σ_s ‖θ_{s+1} − θ_s‖ per learner
+
     def evaluate(block_share, block_local, block_chosen, block_steps) -> dict[str, np.ndarray]:
         xt, yt = np.asarray(ds.x_test, float), np.asarray(ds.y_test, float)
         wt = None if ds.w_test is None else np.asarray(ds.w_test, float)
@@ -260,6 +262,19 @@ def run_reference(
         out["potential"] = (probs * losses.T).sum(axis=1).mean()
         out["distance_to_init"] = np.sqrt([squared_distance(theta[i], theta0[i])
                                            for i in range(n)])
+        # Su & Dean: the ζ-potential (of the learners and of the update-all copies), the
+        # accuracy of each test user's lowest-loss learner, the path length so far.
+        if spec.choice == "zeta_random":
+            out["zeta_potential"] = ((1 - k["zeta"]) * losses.min(axis=0).mean()
+                                     + k["zeta"] * losses.mean())
+            if spec.update_all:
+                ua_losses = np.stack([loss(family, s, yt, wt) for s in ua])
+                out["update_all_zeta_potential"] = ((1 - k["zeta"]) * ua_losses.min(axis=0).mean()
+                                                    + k["zeta"] * ua_losses.mean())
+        if classifier:
+            best_scores = scores[np.argmin(losses, axis=0), np.arange(losses.shape[1])]
+            out["oracle_choice_accuracy"] = correct(best_scores, yt).mean()
+        out["path_length"] = path.copy()
         if probing is not None:
             risk = np.array([
                 loss(family, score(family, theta[i], probe_x[s_idx]), probe_labels[s_idx],
@@ -268,7 +283,7 @@ def run_reference(
             ])
             out["probe_risk"] = risk
             out["psi"] = out["potential"] + k["p"] * risk.sum()
-        return out
+        return {name: value for name, value in out.items() if name in spec.metrics}
 
     zeros = np.zeros(n)
     history = [evaluate(zeros, zeros, zeros, 0.0)]
@@ -315,6 +330,7 @@ def run_reference(
             for i in range(n):
                 grad = weighted_gradient(family, theta_ua[i], xb, yb, wb, uniform)
                 theta_ua[i] = sgd_step(theta_ua[i], grad, lr, k["lam"])
+        path += [np.sqrt(squared_distance(new_theta[i], theta[i])) for i in range(n)]
         theta = new_theta
 
         # 6. Online probing: re-label the probe sets from current peers every k steps.

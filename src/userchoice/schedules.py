@@ -38,7 +38,7 @@ def inv_sqrt(eta: jax.Array, t: jax.Array) -> jax.Array:
 
 @SCHEDULES.register("inv")
 def inv(eta: jax.Array, t: jax.Array) -> jax.Array:
-    """η/(t+1)."""
+    """η/(t+1), t counted from 0: Su & Dean's θ ← θ − η·g/(t+1) (their η = 1)."""
     return eta / (t + 1.0)
 
 
@@ -50,5 +50,6 @@ def mean(chosen: jax.Array, counts: jax.Array, batch_size: int) -> jax.Array:
 
 @NORMALISATIONS.register("su_dean")
 def su_dean(chosen: jax.Array, counts: jax.Array, batch_size: int) -> jax.Array:
-    """Su & Dean: the sum over the users who chose the learner, divided by the batch size B."""
+    """Su & Dean: the sum over the users who chose the learner, divided by the batch size B
+    (with their B = 1, the one arriving user's gradient for the learner it chose, as ``mean``)."""
     return chosen / batch_size

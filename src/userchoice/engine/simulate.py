@@ -275,7 +275,7 @@ def _spec_attrs(spec: EngineSpec) -> dict[str, Any]:
         "batch_size": spec.batch_size, "steps": spec.steps, "eval_every": spec.eval_every,
         "choice": _name_of(spec.choice), "schedule": spec.schedule,
         "normalisation": spec.normalisation, "update_all": int(spec.update_all),
-        "dtype": spec.dtype}
+        "dtype": spec.dtype, "arrival": spec.arrival, "init": spec.init}
     if spec.probing is not None:
         probing = spec.probing
         attrs.update(probers=list(probing.probers), source=_name_of(probing.source),
@@ -287,6 +287,10 @@ def _spec_attrs(spec: EngineSpec) -> dict[str, Any]:
 def _describe_spec(spec: EngineSpec) -> str:
     text = (f"{spec.family.name}, B={spec.batch_size}, T={spec.steps}, "
             f"choice {_name_of(spec.choice)}")
+    if spec.arrival != "uniform":
+        text += f", arrival {spec.arrival}"
+    if spec.init != "family":
+        text += f", init {spec.init}"
     if spec.probing is not None:
         text += f", probing {_name_of(spec.probing.source)} (N_probe={spec.probing.n_probe})"
     return text + ("" if spec.dtype == "float32" else f", {spec.dtype}")

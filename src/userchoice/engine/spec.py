@@ -18,6 +18,13 @@ from userchoice.probing import ProbingSpec
 from userchoice.schedules import NORMALISATIONS, SCHEDULES
 
 DTYPES: tuple[str, ...] = ("float32", "float64")
+# How users arrive (``EngineSpec.arrival``): i.i.d. with replacement (``uniform``), or one pass
+# without replacement over the training users in their order (``stream``, Su & Dean's protocol)
+# or in a random order drawn once per run (``shuffle``).
+ARRIVALS: tuple[str, ...] = ("uniform", "stream", "shuffle")
+# Where the learners start when no ``init_params`` are given (``EngineSpec.init``): the
+# family's random init, or Θ ~ U[0, 1) for every parameter leaf (Su & Dean).
+INITS: tuple[str, ...] = ("family", "uniform")
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -31,7 +38,14 @@ class EngineSpec:
 
     ``choice``, ``schedule`` and ``normalisation`` are registered names (or import paths, or
     for ``choice`` a rule object); ``metrics`` are the metric-table names to compute (default:
-    every registered metric that applies to this spec, fixed when the spec is made).
+    every registered metric that applies to this spec and is recorded by default, fixed when
+    the spec is made).
+    ``arrival`` (one of ``ARRIVALS``): ``uniform`` draws each step's B users i.i.d. with
+    replacement; ``stream`` takes training users t·B … t·B + B − 1 at step t (one pass in
+    dataset order, no random bits); ``shuffle`` does the same over a random permutation drawn
+    once per run from its arrival stream. Both one-pass arrivals need T·B ≤ the training
+    population (``validate_market``). ``init`` (one of ``INITS``): the family's random
+    initialisation, or ``uniform`` (every parameter U[0, 1)), drawn from the run's init stream.
     """
 
     family: Family
@@ -46,6 +60,8 @@ class EngineSpec:
     update_all: bool = True
     dtype: Literal["float32", "float64"] = "float32"
     metrics: tuple[str, ...] | None = None
+    arrival: Literal["uniform", "stream", "shuffle"] = "uniform"
+    init: Literal["family", "uniform"] = "family"
 
     dynamics = "msgd"  # class constant: the metric and knob tables' name for this dynamics
 
@@ -57,13 +73,16 @@ class EngineSpec:
         NORMALISATIONS.get(self.normalisation)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+        if self.arrival not in ARRIVALS:
+            raise ValueError(f"arrival must be one of {list(ARRIVALS)}, got {self.arrival!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {list(INITS)}, got {self.init!r}")
         if self.probing is not None and not isinstance(self.probing, ProbingSpec):
             raise ValueError(f"probing must be a ProbingSpec or None, got {self.probing!r}")
         if self.probing is not None:
             self.probing.validate(self.n_learners)
-        applicable = metric_table.applicable(self)
         if self.metrics is None:
-            object.__setattr__(self, "metrics", applicable)
+            object.__setattr__(self, "metrics", metric_table.applicable(self, defaults_only=True))
         else:
             chosen = tuple(self.metrics)
             for name in chosen:
@@ -133,6 +152,7 @@ def validate_market(spec: EngineSpec, market: Market) -> None:
             f"batch_size B={spec.batch_size} is larger than the training population "
             f"({ds.n_train} users); allowed [1, {ds.n_train}]"
         )
+    check_population(spec, ds.n_train)
     y_shape = np.shape(ds.y_train)[1:]
     n_outputs = getattr(spec.family, "n_outputs", None)
     expected = (n_outputs,) if n_outputs is not None else ()
@@ -140,6 +160,20 @@ def validate_market(spec: EngineSpec, market: Market) -> None:
         raise ValueError(
             f"family {spec.family.name!r} expects labels y of trailing shape {expected}, "
             f"got {y_shape}"
+        )
+
+
+def check_population(spec: EngineSpec, n_train: int) -> None:
+    """A one-pass arrival (``stream``, ``shuffle``) consumes T·B distinct training users."""
+    if spec.arrival == "uniform":
+        return
+    needed = spec.steps * spec.batch_size
+    if needed > n_train:
+        raise ValueError(
+            f"arrival={spec.arrival!r} visits each training user at most once, but steps "
+            f"T={spec.steps} × batch_size B={spec.batch_size} = {needed} users exceeds the "
+            f"training population ({n_train} users); lower steps or batch_size so that T·B ≤ "
+            f"{n_train}, or use arrival='uniform' (sampling with replacement)"
         )
 
 

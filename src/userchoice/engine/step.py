@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from userchoice import metrics as metric_table
 from userchoice.engine.spec import EngineSpec, MarketArrays
-from userchoice.engine.streams import RunKeys, draw_step, run_keys
+from userchoice.engine.streams import RunKeys, arrival_order, draw_init, draw_step, run_keys
 from userchoice.families import Params, learner_losses
 from userchoice.knobs import KNOB_NAMES, Knobs
 from userchoice.probing import draw_probe_sets, pseudo_labels, source_index
@@ -45,6 +45,8 @@ class RunState(NamedTuple):
     probe_labels: jax.Array | None  # [|S|, N_probe, ...]
     diverged_at: jax.Array  # [] int32, −1 while finite
     acc: Accumulators
+    # [n] Σ_s ‖θ_{s+1} − θ_s‖ per learner so far (only when the spec records path_length)
+    path_length: jax.Array | None = None
 
 
 class RunContext(NamedTuple):
@@ -56,6 +58,7 @@ class RunContext(NamedTuple):
     probe_x: jax.Array | None  # [|S|, N_probe, d]
     probe_w: jax.Array | None  # [|S|, N_probe, m]
     probe_source: jax.Array | None  # [|S|, N_probe] learner index (per-user sources)
+    arrival_order: jax.Array | None = None  # [n_train] the users' order (arrival="shuffle")
 
 
 def cast_knobs(knobs: Knobs, dtype: Any) -> Knobs:
@@ -86,8 +89,9 @@ def init_run(spec: EngineSpec, data: MarketArrays, knobs: Knobs,
              init_params: Params | None = None) -> tuple[RunContext, RunState]:
     """Constants and initial state of one run (``knobs``: that run's scalars, ``Knobs.at``).
 
-    ``init_params`` (a pytree with a learner axis, e.g. ``erm_init``) replaces the family's
-    random initialisation from the run's ``init`` stream.
+    ``init_params`` (a pytree with a learner axis, e.g. ``erm_init``) replaces the random
+    initialisation from the run's ``init`` stream (the family's, or U[0, 1) with
+    ``spec.init == "uniform"``).
     """
     family = spec.family
     dtype = jnp.dtype(spec.dtype)
@@ -95,7 +99,7 @@ def init_run(spec: EngineSpec, data: MarketArrays, knobs: Knobs,
     n, d = spec.n_learners, data.x_train.shape[1]
     keys = run_keys(knobs.seed)
     if init_params is None:
-        theta0 = family.init(keys.init, n, d, dtype)
+        theta0 = draw_init(spec, keys.init, n, d, dtype)
     else:
         theta0 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), init_params)
 
@@ -109,15 +113,29 @@ def init_run(spec: EngineSpec, data: MarketArrays, knobs: Knobs,
                 spec.probing, data.favourite_train[pdraws.users], pdraws, knobs.kappa, n)
         labels = pseudo_labels(family, spec.probing, theta0, probe_x, source)
 
-    ctx = RunContext(keys, knobs, theta0, probe_x, probe_w, source)
+    ctx = RunContext(keys, knobs, theta0, probe_x, probe_w, source,
+                     arrival_order(spec, keys, data.x_train.shape[0]))
     state = RunState(
         theta=theta0,
         theta_update_all=theta0 if spec.update_all else None,
         probe_labels=labels,
         diverged_at=jnp.asarray(-1, jnp.int32),
         acc=zero_accumulators(n, dtype),
+        path_length=jnp.zeros((n,), dtype) if records_path(spec) else None,
     )
     return ctx, state
+
+
+def records_path(spec: EngineSpec) -> bool:
+    """Whether the state carries the path length (only when a metric reads it)."""
+    return "path_length" in spec.metrics
+
+
+def step_lengths(old: Params, new: Params) -> jax.Array:
+    """‖θ_new − θ_old‖ per learner over every parameter leaf, [n]."""
+    sq = jax.tree_util.tree_map(lambda a, b: ((b - a) ** 2).reshape(a.shape[0], -1).sum(axis=1),
+                                old, new)
+    return jnp.sqrt(sum(jax.tree_util.tree_leaves(sq)))
 
 
 def _probe_gradient(spec: EngineSpec, theta: Params, ctx: RunContext, labels: jax.Array,
@@ -146,7 +164,7 @@ def step(spec: EngineSpec, data: MarketArrays, ctx: RunContext, state: RunState,
     family, n, knobs = spec.family, spec.n_learners, ctx.knobs
     dtype = jnp.dtype(spec.dtype)
     t = jnp.asarray(t, jnp.int32)
-    draws = draw_step(spec, ctx.keys, t, data.x_train.shape[0])
+    draws = draw_step(spec, ctx.keys, t, data.x_train.shape[0], ctx.arrival_order)
     xb, yb = data.x_train[draws.batch], data.y_train[draws.batch]
     wb = None if data.w_train is None else data.w_train[draws.batch]
 
@@ -203,7 +221,10 @@ def step(spec: EngineSpec, data: MarketArrays, ctx: RunContext, state: RunState,
         chosen=state.acc.chosen + counts,
         steps=state.acc.steps + 1,
     )
-    return RunState(theta, theta_ua, labels, diverged_at.astype(jnp.int32), acc)
+    path = state.path_length
+    if path is not None:
+        path = path + step_lengths(state.theta, theta)
+    return RunState(theta, theta_ua, labels, diverged_at.astype(jnp.int32), acc, path)
 
 
 def evaluate(spec: EngineSpec, data: MarketArrays, ctx: RunContext, state: RunState
