@@ -16,12 +16,15 @@ LAYERS: list[tuple[str, ...]] = [
     ("market", "synthetic", "theory"),
     ("families", "choice", "schedules"),
     ("probing", "metrics"),
-    ("engine", "fitting", "frames"),  # engine.* modules; frames: results as data
+    # engine.* modules; frames: results as data; population.*: Dean et al.'s dynamics;
+    # equilibrium.*: Jagadeesan et al.'s share competition
+    ("engine", "fitting", "frames", "population", "equilibrium"),
     ("reference",),
     ("experiments.config", "experiments.paths", "experiments.store"),
-    ("experiments", "experiments.plan", "experiments.runner", "experiments.ray_runner"),
-    ("analysis",),
-    ("plots",),
+    ("experiments", "experiments.plan", "experiments.runner", "experiments.ray_runner",
+     "experiments.population", "experiments.equilibrium"),
+    ("analysis", "analysis_population"),
+    ("plots", "plots_population", "plots_equilibrium"),
     ("report", "demo", "reproduce"),
     ("cli", "__main__", ""),  # "" is the package's __init__ (public re-exports)
 ]

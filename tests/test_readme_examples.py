@@ -26,3 +26,10 @@ def test_own_market_and_family_example_runs():
         "assert (table['mean'] > 0.6).all()  # x[:, 0] decides y: both learners learn it\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_population_dynamics_example_prints_the_social_optimum():
+    code = readme_block("### Beyond the paper: the neighbouring models")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert abs(float(done.stdout.split()[-1]) - 3.5) < 1e-6, done.stdout

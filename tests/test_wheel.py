@@ -62,7 +62,7 @@ def test_the_wheel_holds_the_configs_and_the_sample_and_no_dev_files(wheel):
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
     shipped = {p.relative_to(SRC.parent).as_posix() for p in (SRC / "configs").glob("*/*.yaml")}
-    assert len(shipped) == 63 and shipped <= set(names)
+    assert len(shipped) >= 63 and shipped <= set(names)
     assert "userchoice/samples/acs_2017_1yr_person_AL_sample5000.csv.gz" in names
     assert "userchoice/samples/SOURCE.md" in names
     assert all(n.startswith(("userchoice/", "userchoice-")) for n in names), names

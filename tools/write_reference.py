@@ -174,7 +174,7 @@ def _table(model: type[BaseModel], prefix: str) -> str:
     rows = ["| field | type | default | description | constraints |", "|---|---|---|---|---|"]
     for name, field in model.model_fields.items():
         text, constraints = _type(field.annotation)
-        text = text.replace("{name}", name)
+        text = text.replace("{name}", f"{prefix}{name}".replace(".", ""))  # the heading's id
         constraints = _constraints(field.metadata) + constraints
         rows.append(f"| `{prefix}{name}` | {_cell(text)} | {_cell(_default(field))} | "
                     f"{_cell(field.description or '')} | {_cell('; '.join(constraints))} |")
@@ -203,15 +203,19 @@ def config_markdown() -> str:
         "## Top level",
         _table(ExperimentConfig, ""),
     ]
-    for name, field in ExperimentConfig.model_fields.items():
-        model = _section_model(field.annotation)
-        if model is None:
-            continue
-        parts.append(f"## `{name}`")
-        doc = _doc(model)
-        if doc:
-            parts.append(doc)
-        parts.append(_table(model, f"{name}."))
+    def sections(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            section = _section_model(field.annotation)
+            if section is None:
+                continue
+            parts.append(f"## `{prefix}{name}`")
+            doc = _doc(section)
+            if doc:
+                parts.append(doc)
+            parts.append(_table(section, f"{prefix}{name}."))
+            sections(section, f"{prefix}{name}.")  # nested sections (population.groups, …)
+
+    sections(ExperimentConfig, "")
     keys = ", ".join(f"`{key}`" for key in STATIC_FIELDS)
     parts += ["## `static_grid`",
               "A mapping from a static field to the list of values to sweep; each value is "
@@ -227,6 +231,10 @@ def config_markdown() -> str:
 API_PAGES = {  # the API reference pages (docs/api/*.md) and the modules each documents
     "engine": "the engine: spec, step API, simulate, streams, driver, knobs, the NumPy "
               "reference",
+    "population": "the population (participation) dynamics of Dean et al.: groups, spec, "
+                  "step API, simulate, probing sources, metrics",
+    "equilibrium": "competition for market share (Jagadeesan et al.): choice losses, data, "
+                   "settings, spec, best responses, simulate, metrics",
     "markets": "datasets, preferences, markets, synthetic markets, fitting",
     "registries": "the registry type and every registered kind",
     "data": "dataset loaders, the dataset registry, fetch and import",

@@ -2,9 +2,16 @@
 
 from userchoice.data.dataset import Dataset
 from userchoice.engine import EngineSpec, Knobs, SimulationResult, knob_grid, make_knobs, simulate
+from userchoice.equilibrium import EquilibriumSpec, simulate_equilibrium  # registers its metrics
 from userchoice.families import MLP, Logistic, MaskedMultiSquared, Squared, make_family
 from userchoice.fitting import erm_init, pooled_fit
 from userchoice.market import Market
+from userchoice.population import (  # its metrics join the metric table on import
+    GroupSet,
+    PopulationSpec,
+    quadratic_groups,
+    simulate_population,
+)
 from userchoice.preferences import Preferences
 from userchoice.probing import ProbingSpec
 from userchoice.synthetic import gaussian_mixture_market
@@ -28,10 +35,13 @@ __all__ = [
     "MLP",
     "Dataset",
     "EngineSpec",
+    "EquilibriumSpec",
+    "GroupSet",
     "Knobs",
     "Logistic",
     "Market",
     "MaskedMultiSquared",
+    "PopulationSpec",
     "Preferences",
     "ProbingSpec",
     "ResultsDir",
@@ -45,6 +55,9 @@ __all__ = [
     "make_family",
     "make_knobs",
     "pooled_fit",
+    "quadratic_groups",
     "simulate",
+    "simulate_equilibrium",
+    "simulate_population",
     "trap_market",
 ]

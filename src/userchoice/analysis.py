@@ -21,7 +21,7 @@ import itertools
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from userchoice.stats import STAT_COLUMNS, seed_stats
 
 # Columns of the runs table that are bookkeeping, not conditions.
 RUN_COLUMNS = ("run_id", "group", "seed", "chunk", "seconds", "status", "reason",
-               "diverged_step")
+               "diverged_step", "phases", "rounds", "equilibria")
 # Knobs that define a condition (everything but the seed): tau, p, kappa, eta, …
 CONDITION_KNOBS = tuple(k for k in SCALAR_KNOBS if k != "seed")
 # How a family names its loss in labels (display only; the metric table names the metric).
@@ -229,6 +229,12 @@ class Results:
     metric: str | None       # the primary metric (None: no done rows)
     static_columns: list[str]
     market: pd.DataFrame | None = None  # market rows of ``done`` runs, joined likewise
+    # Population dynamics' further tables (groups, allocations, phases), joined likewise.
+    extra: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def dynamics(self) -> str:
+        return str((self.manifest.get("config") or {}).get("dynamics") or "msgd")
 
     @property
     def name(self) -> str:
@@ -326,8 +332,16 @@ def load_results(results_dir: str | Path | Results, preferred: str | None = None
     runs = _hashable(runs, static)
     learners = _done(store.joined("learners"), static)
     market = _done(store.joined("market"), static)
+    population = (manifest.get("config") or {}).get("dynamics") == "population"
+    if population and preferred is None:  # a learner's risk on its users, not its share
+        preferred = "learner_risk"
     metric = primary_metric(learners, preferred) if len(learners) else None
-    return Results(store.path, manifest, runs, learners, metric, static, market)
+    extra = {}
+    if population:
+        from userchoice.experiments.store import EXTRA_TABLES
+
+        extra = {name: _done(store.joined(name), static) for name in EXTRA_TABLES}
+    return Results(store.path, manifest, runs, learners, metric, static, market, extra)
 
 
 def final_summary(results_dir: Results | str | Path) -> pd.DataFrame:
@@ -489,13 +503,16 @@ class ClaimData:
     higher: bool
     pooled: float | None = None
     static: Sequence[str] = ()
+    # The whole results (curves, the market table, population tables) for checks that need
+    # more than the final rows; None when built from final rows alone.
+    results: Results | None = None
 
     @classmethod
     def from_results(cls, res: Results) -> ClaimData:
         if res.metric is None:
             raise ValueError(f"{res.path} has no finished runs to check claims on")
         return cls(final_rows(res.learners), res.metric, res.higher_is_better, res.baseline,
-                   tuple(res.static_columns))
+                   tuple(res.static_columns), res)
 
     def better(self, a: float, b: float) -> float:
         """How much better ``a`` is than ``b`` in the metric's direction."""
@@ -761,6 +778,132 @@ def check_variance_falls(data: ClaimData, along: str = "probing.n_probe") -> Ver
     return _combine(claim, parts)
 
 
+# Shape claims over the whole curves (Su & Dean's streaming protocol, NEIGHBOURS.md §A): a
+# market metric as recorded, a learner metric as its mean over the learners of each run.
+
+
+def run_curves(data: ClaimData, metric: str) -> pd.DataFrame | None:
+    """One row per (run, step) with ``metric`` (learner metrics: the mean over the run's
+    learners) and the run's conditions; None when the results do not record it."""
+    res = data.results
+    if res is None or metric not in METRICS:
+        return None
+    market = METRICS.get(metric).kind == "market"
+    frame = res.market if market else res.learners
+    if frame is None or not has_values(frame, metric):
+        return None
+    keys = ["run_id", "step", *(c for c in (*res.static_columns, *CONDITION_KNOBS, "seed")
+                                 if c in frame)]
+    if market:
+        return frame[[*keys, metric]]
+    return frame.groupby(keys, sort=True, dropna=False)[metric].mean().reset_index()
+
+
+def _by_condition(data: ClaimData, runs: pd.DataFrame, metric: str
+                  ) -> Iterable[tuple[str, pd.DataFrame]]:
+    """(condition text, seed statistics of ``metric`` by step) per varying condition."""
+    by = varying(runs, [*data.static, *CONDITION_KNOBS])
+    stats = seed_stats(runs, [*by, "step"], metric)
+    if not by:
+        yield "", stats.sort_values("step")
+        return
+    for values, part in stats.groupby(by, sort=True, dropna=False):
+        values = values if isinstance(values, tuple) else (values,)
+        text = ", ".join(f"{_label(c)} = {_fmt(v)}" for c, v in zip(by, values, strict=True))
+        yield text, part.sort_values("step")
+
+
+@CLAIM_CHECKS.register("decreasing")
+def check_decreasing(data: ClaimData, metric: str = "potential", tolerance: float = 0.05,
+                     max_rises: float = 0.1) -> Verdict:
+    """Under every condition, the mean curve of ``metric`` over seeds falls from the first
+    evaluation to the last by more than Z s.e., rising between neighbouring evaluations by
+    more than ``tolerance`` × the total fall at no more than a fraction ``max_rises`` of them
+    (noise allowed: "almost monotonically")."""
+    claim = f"{metric} decreases"
+    runs = run_curves(data, metric)
+    if runs is None:
+        return Verdict(claim, "not tested", f"the results record no {metric}")
+    parts = []
+    for where, curve in _by_condition(data, runs, metric):
+        mean = curve["mean"].to_numpy(float)
+        if len(mean) < 2:
+            parts.append(("unclear", f"{where}: one evaluation point"))
+            continue
+        first, last = curve.iloc[0], curve.iloc[-1]
+        fall = float(first["mean"] - last["mean"])
+        rises = float(np.mean(np.diff(mean) > tolerance * abs(fall)))
+        answer = _judge(fall, math.hypot(first["sem"], last["sem"]))
+        answer = "no" if rises > max_rises else answer
+        parts.append((answer, f"{where + ': ' if where else ''}{format_number(first['mean'])} → "
+                              f"{format_number(last['mean'])}, rising at {rises:.0%} of the "
+                              f"steps between evaluations"))
+    return _combine(claim, parts)
+
+
+@CLAIM_CHECKS.register("ordered_by")
+def check_ordered_by(data: ClaimData, along: str, metric: str = "potential",
+                     increasing: bool = True) -> Verdict:
+    """The final value of ``metric`` (mean over seeds; other conditions at their reference
+    values) rises with ``along`` (falls with ``increasing: false``): no neighbouring pair in
+    the wrong order by more than Z s.e., and the last value beyond the first by more than
+    Z s.e."""
+    column = _column(along)
+    claim = f"final {metric} {'rises' if increasing else 'falls'} with {_label(column)}"
+    runs = run_curves(data, metric)
+    if runs is None or column not in runs or runs[column].nunique() < 2:
+        return Verdict(claim, "not tested",
+                       f"needs {metric} and two or more values of {_label(column)}")
+    final = final_rows(runs)
+    final = at_conditions(final, reference_conditions(final, data.static), skip=[column])
+    curve = stats_lookup(final, [column], metric)
+    values = sorted(curve)
+    sign = 1.0 if increasing else -1.0
+
+    def gain(a: Any, b: Any) -> tuple[float, float]:
+        return (sign * (curve[b]["mean"] - curve[a]["mean"]),
+                math.hypot(curve[a]["sem"], curve[b]["sem"]))
+
+    reversal = any(_judge(*gain(a, b)) == "no" for a, b in itertools.pairwise(values))
+    answer = "no" if reversal else _judge(*gain(values[0], values[-1]))
+    path = " → ".join(f"{_fmt(v)}: {_stat_text(curve[v])}" for v in values)
+    return Verdict(claim, answer, path)
+
+
+@CLAIM_CHECKS.register("concave_in_log_t")
+def check_concave_in_log_t(data: ClaimData, metric: str = "path_length", segments: int = 2,
+                           tolerance: float = 0.1) -> Verdict:
+    """Under every condition, the mean curve of ``metric`` over seeds is concave in log t:
+    cut [log t₁, log T] (t₁ the first evaluation after step 0) into ``segments`` equal parts,
+    and each part's slope d metric / d log t is at most (1 + ``tolerance``) × the previous
+    one's (``path_length`` growing like log t or slower). A shape test of the mean curves,
+    without standard errors. The default, two halves of log t, judges the shape and not the
+    bumps of one arrival order (with ``arrival: stream`` every seed sees the same users in the
+    same order, so seeds do not average those out)."""
+    claim = f"{metric} concave in log t"
+    if not isinstance(segments, int) or segments < 2:
+        raise ValueError(f"segments must be an integer ≥ 2, got {segments!r}")
+    runs = run_curves(data, metric)
+    if runs is None:
+        return Verdict(claim, "not tested", f"the results record no {metric}")
+    parts = []
+    for where, curve in _by_condition(data, runs, metric):
+        curve = curve[curve["step"] > 0]
+        if len(curve) < segments + 1:
+            parts.append(("unclear", f"{where}: {len(curve)} evaluations after step 0 (need "
+                                     f"{segments + 1})"))
+            continue
+        log_t = np.log(curve["step"].to_numpy(float))
+        cuts = np.linspace(log_t[0], log_t[-1], segments + 1)
+        slopes = np.diff(np.interp(cuts, log_t, curve["mean"].to_numpy(float))) / np.diff(cuts)
+        bent = all(later <= earlier + tolerance * abs(earlier)
+                   for earlier, later in itertools.pairwise(slopes))
+        parts.append(("yes" if bent else "no",
+                      f"{where + ': ' if where else ''}slopes per log t "
+                      f"{', '.join(f'{s:.3g}' for s in slopes)}"))
+    return _combine(claim, parts)
+
+
 def validate_checks(checks: Any, where: str = "reported.checks") -> list[dict[str, Any]]:
     """The ``reported.checks`` entries of a config as ``{kind, **parameters}`` mappings, each
     naming a registered claim check with parameters it takes; errors name the entry."""
@@ -818,3 +961,7 @@ def reported_points(reported: Mapping[str, Any] | None, key: str) -> dict[float,
         if k is not None and v is not None:
             out[k] = v
     return dict(sorted(out.items()))
+
+
+# Population dynamics' claim checks register themselves in CLAIM_CHECKS (a module of their own).
+from userchoice import analysis_population as _analysis_population  # noqa: E402, F401

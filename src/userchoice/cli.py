@@ -283,8 +283,13 @@ def data_fetch(
 @data_app.command("import")
 def data_import(
     name: Annotated[str, typer.Argument(help=f"{_one_of(DATASETS.named(importable=True))}.")],
-    path: Annotated[Path, typer.Argument(help="A local copy of the dataset file.")],
+    paths: Annotated[list[Path], typer.Argument(
+        metavar="PATH...", help="A local copy of the dataset file; features: X.npy y.npy "
+                                "(or one .npz with arrays X, y).")],
     data_dir: DataDir = None,
+    set_name: Annotated[str | None, typer.Option(
+        "--name", help="features: the set's folder, <data dir>/features/NAME (default: "
+                       "default).")] = None,
     link: Annotated[bool, typer.Option(help="Symlink instead of copying.")] = False,
     force: Annotated[bool, typer.Option(
         "--force", help="Import even a file that does not verify (replacing a copy in place)."
@@ -292,27 +297,36 @@ def data_import(
 ) -> None:
     """Copy (or link) a local dataset file into the data directory, after verifying all of it
     (decompressed, every record parsed, ranges and columns checked). A file that does not
-    verify is not imported and a copy already in place is kept, unless --force."""
+    verify is not imported and a copy already in place is kept, unless --force. A feature set
+    (features X.npy y.npy --name NAME) goes to <data dir>/features/NAME/."""
     import warnings
 
     from rich.markup import escape
 
-    from userchoice.data.common import DataFormatError
-    from userchoice.data.fetch import UnverifiedImportWarning, import_file
+    from userchoice.data.common import data_dir as resolve
+    from userchoice.data.common import sha256_file
+    from userchoice.data.fetch import UnverifiedImportWarning, import_files
 
     name = _dataset_name(name)
     console = Console()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UnverifiedImportWarning)
-            target = import_file(name, path, root=data_dir, link=link, force=force)
-    except (FileNotFoundError, DataFormatError) as err:
+            targets = import_files(name, paths, set_name=set_name, root=data_dir, link=link,
+                                   force=force)
+    except (FileNotFoundError, ValueError) as err:  # DataFormatError is a ValueError
         _error(console, err)
         raise typer.Exit(2) from err
     for warning in caught:
         if issubclass(warning.category, UnverifiedImportWarning):
             console.print(f"[yellow]warning:[/yellow] {escape(str(warning.message))}")
-    console.print(f"imported {escape(str(path))} → {escape(str(target))}")
+    for path, target in zip(paths, targets, strict=True):
+        console.print(f"imported {escape(str(path))} → {escape(str(target))} (sha256 "
+                      f"{sha256_file(target)[:16]}…)", soft_wrap=True)
+    folder = targets[0].parent
+    if folder != resolve(data_dir) / name:  # a named set: the config snippet that reads it
+        console.print(escape(f"config: data: {{dataset: {name}, path: ${{DATA_DIR}}/{name}/"
+                             f"{folder.name}}}"), soft_wrap=True)
 
 
 # ------------------------------------------------------------- the shipped configs (package data)
@@ -364,7 +378,10 @@ def configs_list(configs: ConfigsDir = None) -> None:
     for kind, names in sets.items():
         for i, name in enumerate(names):
             config = load_config(root / kind / f"{name}.yaml")
-            table.add_row(f"{kind}/{name}", str(config.data.dataset),
+            dataset = (config.data.dataset if config.data is not None
+                       else f"{config.population.groups.kind} groups" if config.population
+                       else f"setting {config.equilibrium.setting}")
+            table.add_row(f"{kind}/{name}", str(dataset),
                           escape(config.description.split(";")[0]),
                           end_section=i == len(names) - 1)
     console.print(table)

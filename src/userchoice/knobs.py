@@ -97,8 +97,8 @@ class Knob:
 
 
 # The dynamics a market can run under (``EngineSpec.dynamics``, ``PopulationSpec.dynamics``).
-DYNAMICS: tuple[str, ...] = ("msgd", "population")
-BOTH = DYNAMICS
+DYNAMICS: tuple[str, ...] = ("msgd", "population", "equilibrium")
+ALL = DYNAMICS
 
 UNIT = Interval(0.0, 1.0)
 # Upper bounds keep every value, and 1 + value, finite in float32 (max ≈ 3.4e38): p = 1e300
@@ -111,24 +111,26 @@ SCALE = Interval(1 / LARGE, LARGE)  # temperature, prior weights: positive, log 
 KNOBS: tuple[Knob, ...] = (
     Knob("seed", 0, Interval(0, 2**31, closed="left"),
          "random seed of the run: initialisation, probe sets, arrivals, choices, probe batches "
-         "(population dynamics: the entry jitter and probe noise)", kind="seed", dynamics=BOTH),
+         "(population dynamics: the entry jitter and probe noise)", kind="seed", dynamics=ALL),
     Knob("tau", 0.0, UNIT, "preference weight: tau_mixture's probability of picking the "
          "favourite; additive_rank's cost per rank position", symbol="τ"),
     Knob("p", 0.0, WEIGHT, "probing weight: probers step on (g + p·ĝ)/(1 + p); 0 is MSGD "
          "(population dynamics: weight of the probe risk in the prober's objective)",
-         needs=_needs_probing, dynamics=BOTH),
+         needs=_needs_probing, dynamics=ALL),
     Knob("kappa", 0.0, UNIT, "probing noise κ: probability that a probe user's source is a "
          "uniformly random other learner", needs=_needs_per_user_source, symbol="κ",
-         dynamics=BOTH),
+         dynamics=("msgd", "population")),
     Knob("eta", 0.01, STEP, "step size η (scaled by the schedule; population dynamics: the "
-         "gradient_step update's step size)", symbol="η", dynamics=BOTH),
+         "gradient_step update's step size)", symbol="η", dynamics=("msgd", "population")),
     Knob("lam", 0.0, WEIGHT, "L2 regularisation λ (added to the gradient after the "
          "probe mix)", symbol="λ"),
-    Knob("temperature", 1.0, SCALE, "logit choice: softmax temperature over −loss"),
+    Knob("temperature", 1.0, SCALE, "logit choice: softmax temperature over −loss (the "
+         "equilibrium dynamics: the users' logit temperature c)",
+         dynamics=("msgd", "equilibrium")),
     Knob("zeta", 0.0, UNIT, "zeta_random choice: probability of a uniformly random learner",
          symbol="ζ"),
     Knob("prior", 1.0, SCALE, "logit choice: prior weight of each learner (a length-n "
-         "vector; default uniform)", kind="per_learner"),
+         "vector; default uniform)", kind="per_learner", dynamics=("msgd", "equilibrium")),
     Knob("epsilon", 0.1, Interval(0.0, 1.0, closed="neither"), "population dynamics: "
          "multiplicative-weights rate ε, α_ij ← α_ij (1 − ε)^R_j(θ_i) / normaliser",
          symbol="ε", dynamics=("population",)),

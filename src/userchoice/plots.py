@@ -62,7 +62,8 @@ from userchoice.metrics import METRICS
 
 FORMATS = ("png", "pdf")
 FIGURE_KINDS = ("metric_vs_iteration", "final_vs_p", "final_vs_nprobe",
-                "market_share_vs_iteration", "two_prober_comparison", "metrics_overview")
+                "market_share_vs_iteration", "two_prober_comparison", "metrics_overview",
+                "zeta_potential_loglog", "path_length_vs_iteration")
 NPROBE_COLUMN = "probing_n_probe"
 
 _DISPLAY = {**{k.name: k.display for k in KNOBS}, NPROBE_COLUMN: "N_probe",
@@ -803,6 +804,133 @@ def fig_metrics_overview(res: Results, learners: pd.DataFrame, market: pd.DataFr
                                 "metric"]))
 
 
+# Su & Dean's streaming protocol (NEIGHBOURS.md §A): one line per ζ, coloured along viridis
+# (ordered values), drawn for experiments that record the ζ-potential (the zeta_random rule).
+
+
+def _zeta_color(index: int, count: int) -> str:
+    from matplotlib.colors import to_hex
+
+    return to_hex(matplotlib.colormaps["viridis"](0.85 * index / max(count - 1, 1)))
+
+
+def _zeta_values(frame: pd.DataFrame) -> list[Any]:
+    return sorted(frame["zeta"].dropna().unique()) if "zeta" in frame else [None]
+
+
+def _at_zeta(frame: pd.DataFrame, zeta: Any) -> pd.DataFrame:
+    return frame if zeta is None else frame[frame["zeta"] == zeta]
+
+
+def _zeta_handles(zetas: Sequence[Any], opts: PlotOptions) -> list:
+    return [Line2D([], [], color=_zeta_color(k, len(zetas)), linewidth=opts.look.line_width * 1.3,
+                   label="one line" if z is None else f"ζ = {_fmt(z)}")
+            for k, z in enumerate(zetas)]
+
+
+def _per_run(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One row per (run, step): a learner metric's mean over the run's learners."""
+    keys = ["run_id", "step", *(["zeta"] if "zeta" in frame else [])]
+    return frame.groupby(keys, sort=True)[metric].mean().reset_index()
+
+
+def fig_zeta_potential(res: Results, frame: pd.DataFrame, where: dict[str, Any],
+                       opts: PlotOptions | None = None) -> PlotFigure:
+    """The learners' ζ-potential vs step on log–log axes, one line per ζ (mean and band over
+    seeds), the update-all copies' ζ-potential dashed in the same colour; the paper's start
+    and end values (``reported.potential_start`` / ``potential_end``: ζ → value,
+    ``update_all_end``) as stars."""
+    opts = opts or PlotOptions()
+    market = res.market[res.market["run_id"].isin(frame["run_id"].unique())]
+    market = market[market["step"] > 0]  # log axes
+    zetas = _zeta_values(market)
+    keys = [*(["zeta"] if zetas != [None] else []), "step"]
+    stats = _stats(market, keys, "zeta_potential", opts)
+    column = "update_all_zeta_potential"
+    update = _stats(market, keys, column, opts) if column in market and \
+        market[column].notna().any() else None
+    reported = _reported(res, opts)
+    starts, ends = (reported_points(reported, key) for key in ("potential_start",
+                                                               "potential_end"))
+    try:
+        update_end = float(reported.get("update_all_end"))
+    except (TypeError, ValueError):
+        update_end = None
+    handles = _zeta_handles(zetas, opts)
+    if update is not None:
+        handles.append(Line2D([], [], color="gray", linestyle="--",
+                              linewidth=opts.look.line_width, label="update-all copies"))
+    if starts or ends or update_end is not None:
+        handles += _reported_handle(opts, "white", "start and end values")
+    fig, axes = _new_figure(opts, 1, handles=handles, single=True)
+    ax = axes[0]
+    first, last = (float(stats["step"].min()), float(stats["step"].max())) if len(stats) \
+        else (1.0, 1.0)
+    for k, z in enumerate(zetas):
+        color = _zeta_color(k, len(zetas))
+        s = _at_zeta(stats, z)
+        _band(ax, s["step"], s["mean"], s["half"], color, opts,
+              linewidth=opts.look.line_width * 1.3, gid=f"zeta-{_fmt(z)}")
+        if update is not None:
+            u = _at_zeta(update, z)
+            ax.plot(u["step"], u["mean"], color=color, linestyle="--",
+                    linewidth=opts.look.line_width, gid=f"update-all-zeta-{_fmt(z)}")
+        for x, values in ((first, starts), (last, ends)):
+            value = values.get(float(z)) if z is not None else None
+            if value is not None:
+                ax.plot([x], [value], **_reported_style(opts, color))
+    if update_end is not None:
+        ax.plot([last], [update_end], **_reported_style(opts, "white"))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 0.3, not 3 × 10⁻¹
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.set_xlabel("step t (log)", fontsize=opts.look.font_size)
+    ax.set_ylabel("ζ-potential (log)", fontsize=opts.look.font_size)
+    title = _title(fig, res, "ζ-potential vs step (log–log)", where, opts)
+    _legend_below(fig, handles, opts)
+    extras = []
+    if update is not None:
+        extras.append("Dashed: the update-all copies' ζ-potential (same colour per ζ)")
+    if starts or ends or update_end is not None:
+        extras.append("Stars: the paper's start and end values (white: update-all)")
+    shows = ("Su & Dean's ζ-potential (1−ζ)·E[min_i ℓ_i] + ζ·E[mean_i ℓ_i] on the test users "
+             "against the step on log–log axes, one line per ζ"
+             + (f" ({_slice_title(where)})" if where else ""))
+    return PlotFigure("", fig, title, _caption(res, shows, opts, _n_seeds(stats), None, extras))
+
+
+def fig_path_length(res: Results, frame: pd.DataFrame, where: dict[str, Any],
+                    opts: PlotOptions | None = None) -> PlotFigure:
+    """Path length Σ_s ‖θ_{s+1} − θ_s‖ (mean over the learners of each run, then mean and
+    band over seeds) vs step on a log-x axis, one line per ζ: a straight line is growth like
+    log t, a bend downwards flattening faster."""
+    opts = opts or PlotOptions()
+    runs = _per_run(frame[frame["step"] > 0], "path_length")
+    zetas = _zeta_values(runs)
+    stats = _stats(runs, [*(["zeta"] if zetas != [None] else []), "step"], "path_length", opts)
+    handles = _zeta_handles(zetas, opts)
+    fig, axes = _new_figure(opts, 1, handles=handles, single=True)
+    ax = axes[0]
+    for k, z in enumerate(zetas):
+        s = _at_zeta(stats, z)
+        _band(ax, s["step"], s["mean"], s["half"], _zeta_color(k, len(zetas)), opts,
+              linewidth=opts.look.line_width * 1.3, gid=f"zeta-{_fmt(z)}")
+    ax.set_xscale("log")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("step t (log)", fontsize=opts.look.font_size)
+    ax.set_ylabel("path length Σ‖Δθ‖ (mean over learners)", fontsize=opts.look.font_size)
+    title = _title(fig, res, "path length vs step (log t)", where, opts)
+    _legend_below(fig, handles, opts)
+    shows = ("Path length of the learners' parameters Σ_s ‖θ_{s+1} − θ_s‖, mean over the "
+             "learners of each run, against the step on a log axis, one line per ζ"
+             + (f" ({_slice_title(where)})" if where else ""))
+    return PlotFigure("", fig, title, _caption(res, shows, opts, _n_seeds(stats), None))
+
+
 def _overview(res: Results, opts: PlotOptions) -> PlotFigure | None:
     """The metrics overview at the smallest p, other conditions at their reference values."""
     where = reference_conditions(res.learners, res.static_columns)
@@ -845,6 +973,16 @@ def make_figures(results_dir: Results | str | Path, overview: bool = True,
     ``update_all``, ``reported``, ``titles``."""
     opts = _options(options, kwargs)
     res = load_results(results_dir)
+    if res.dynamics == "population":  # its own figure types
+        from userchoice.plots_population import population_figures
+
+        with _rc(opts):
+            return population_figures(res, opts)
+    if res.dynamics == "equilibrium":
+        from userchoice.plots_equilibrium import equilibrium_figures
+
+        with _rc(opts):
+            return equilibrium_figures(res, opts)
     frame = res.learners
     if res.metric is None or not len(frame):
         return []
@@ -863,6 +1001,12 @@ def make_figures(results_dir: Results | str | Path, overview: bool = True,
     if several_p:
         kinds.append(("two_prober_comparison", fig_two_prober, ["p"],
                       lambda part: len(res.probers(part)) >= 2 and part["p"].nunique() > 1))
+    market = res.market if res.market is not None else pd.DataFrame()
+    if "zeta_potential" in market and market["zeta_potential"].notna().any():  # Su & Dean
+        kinds.append(("zeta_potential_loglog", fig_zeta_potential, ["zeta"], lambda part: True))
+        if "path_length" in frame and frame["path_length"].notna().any():
+            kinds.append(("path_length_vs_iteration", fig_path_length, ["zeta"],
+                          lambda part: True))
     out: list[PlotFigure] = []
     with _rc(opts):
         for kind, draw, exclude, applies in kinds:

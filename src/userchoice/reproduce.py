@@ -70,9 +70,22 @@ def configs_root(explicit: str | Path | None = None) -> Path:
     return _configs_root(explicit)
 
 
+# The neighbouring models of this research line (../shared/NEIGHBOURS.md): configs named
+# ``su_dean_…`` (Su & Dean's streaming protocol), ``dean_…`` (Dean et al.'s participation
+# dynamics) and ``jagadeesan_…`` (competition for market share) form the target
+# ``neighbours``, not ``paper`` (the founding paper's experiments).
+NEIGHBOUR_PREFIXES = ("su_dean_", "dean_", "jagadeesan_")
+
+
+def is_neighbour(name: str) -> bool:
+    return name.startswith(NEIGHBOUR_PREFIXES)
+
+
 def targets() -> tuple[str, ...]:
-    """``paper``, each dataset registered by name (``userchoice.data.registry``), ``nn``."""
-    return ("paper", *(n for n in DATASETS.named() if n not in ("paper", "nn")), "nn")
+    """``paper``, each dataset registered by name (``userchoice.data.registry``), ``nn`` and
+    ``neighbours``."""
+    reserved = ("paper", "nn", "neighbours")
+    return ("paper", *(n for n in DATASETS.named() if n not in reserved), "nn", "neighbours")
 
 
 def _dataset_of(name: str) -> str | None:
@@ -82,6 +95,8 @@ def _dataset_of(name: str) -> str | None:
 
 
 def _in_target(name: str, target: str) -> bool:
+    if target == "neighbours" or is_neighbour(name):
+        return target == "neighbours" and is_neighbour(name)
     if target == "paper":
         return True
     dataset = _dataset_of(name)
@@ -280,6 +295,8 @@ def experiment_summary(results_dir: Any, kind: str | None = None) -> dict[str, A
         "seconds": (manifest.get("timings") or {}).get("sweep_seconds"),
         "learner_names": (manifest.get("market_provenance") or {}).get("categories"),
     }
+    if res.dynamics != "msgd":  # population dynamics, equilibria: market-level finals
+        return _population_summary(res, summary, reported)
     metric = analysis.primary_metric(res.learners, reported.get("metric"))
     higher = analysis.higher_is_better(metric)
     pooled = res.baseline_of(metric)
@@ -337,6 +354,54 @@ def experiment_summary(results_dir: Any, kind: str | None = None) -> dict[str, A
     return summary
 
 
+def _population_summary(res: Any, summary: dict[str, Any], reported: dict[str, Any]
+                        ) -> dict[str, Any]:
+    """A population-dynamics experiment: the final total risk, segmentation and learners per
+    condition (mean ± s.e. over seeds), the equilibria reached, and the verdicts."""
+    from userchoice import analysis
+
+    market = res.market if res.market is not None else None
+    metric = str(reported.get("metric") or "total_risk")
+    summary.update(dynamics=res.dynamics, metric=metric, higher_is_better=False, pooled=None)
+    if market is None or not len(market) or metric not in market:
+        summary["empty"] = True
+        return summary
+    final = market[market["step"] == market.groupby("run_id")["step"].transform("max")]
+    conditions = [c for c in res.conditions if c in final and final[c].nunique() > 1]
+    rows = []
+    columns = [c for c in dict.fromkeys((metric, "segmentation", "n_learners", "bayes_risk",
+                                         "converged")) if c in final]
+    for key, part in (final.groupby(conditions, sort=True) if conditions
+                      else [((), final)]):
+        key = key if isinstance(key, tuple) else (key,)
+        where = dict(zip(conditions, key, strict=True))
+        rows.append({"where": where, **{c: analysis.stat_of(part, c) for c in columns}})
+    phases = res.extra.get("phases")
+    equilibria = None
+    if phases is not None and len(phases):
+        equilibria = {"reached": int(phases["converged"].sum()), "phases": len(phases)}
+    summary.update(
+        population_rows=rows, population_columns=columns, equilibria=equilibria,
+        seeds=int(final["seed"].nunique()) if "seed" in final else None,
+        verdicts=analysis.check_claims(res, reported.get("checks")))
+    return summary
+
+
+def _population_section(s: dict[str, Any]) -> list[str]:
+    lines = [f"Final values at the last round, mean ± s.e. over {s['seeds']} seed(s):", ""]
+    columns = s["population_columns"]
+    header = ["condition", *columns]
+    rows = [[", ".join(f"{k} = {_fmt_key(v) if isinstance(v, float) else v}"
+                       for k, v in r["where"].items()) or "all runs",
+             *(_fmt_stat(r[c]) for c in columns)] for r in s["population_rows"]]
+    lines += [*_table(header, rows), ""]
+    if s.get("equilibria"):
+        e = s["equilibria"]
+        lines += [f"Phases ending in an equilibrium (the stop rule held): {e['reached']} of "
+                  f"{e['phases']}.", ""]
+    return lines
+
+
 def data_used(manifest: Mapping[str, Any], kind: str | None) -> dict[str, Any]:
     """What data a results directory was computed from (files and sha256 from provenance)."""
     provenance = manifest.get("data_provenance") or {}
@@ -348,13 +413,19 @@ def data_used(manifest: Mapping[str, Any], kind: str | None) -> dict[str, Any]:
     dataset = (config.get("data") or {}).get("dataset")
     if dataset in DATASETS and not DATASETS.get(dataset).file_backed:
         status = "synthetic"  # generated in memory, not read from files
+    groups = ((config.get("population") or {}).get("groups") or {}).get("kind")
+    setting = (config.get("equilibrium") or {}).get("setting")
+    if dataset is None and groups is not None:  # population dynamics on synthetic groups
+        status, dataset = "synthetic", f"{groups} groups"
+    elif dataset is None and setting is not None:  # an equilibrium's synthetic users
+        status, dataset = "synthetic", f"setting {setting}"
     extra = {}
     if provenance.get("categories_omitted"):
         extra["categories_omitted"] = provenance["categories_omitted"]
     embedder = provenance.get("embedder")
     if isinstance(embedder, Mapping):
         extra["embedder"] = embedder.get("name")
-    return {"dataset": (config.get("data") or {}).get("dataset"), "status": status,
+    return {"dataset": dataset, "status": status,
             "files": files, "n_train": provenance.get("n_train")
             or (provenance.get("split") or {}).get("n_train"), **extra}
 
@@ -407,6 +478,9 @@ def _overview_cells(s: dict[str, Any]) -> list[str]:
     runs = f"{s['status'].get('done', 0)}/{s['n_runs']}"
     if s.get("empty"):
         return [s["name"], data, s["metric"], runs, "—", "—", "—", "—"]
+    if s.get("dynamics") in ("population", "equilibrium"):
+        first = (s.get("population_rows") or [{}])[0].get(s["metric"])
+        return [s["name"], data, s["metric"], runs, "—", _fmt_stat(first), "—", "—"]
     pooled = f"{_fmt_num(s['pooled'])} / {_fmt_num(rep.get('pooled'))}"
     worst = s["worst"]
     worst_text = (f"{_fmt_stat(worst['p_low'])} (learner {worst['learner']}) / "
@@ -448,6 +522,9 @@ def _section(s: dict[str, Any]) -> list[str]:
               + (f"; sweep wall time {seconds:.1f} s" if seconds else ""), ""]
     if s.get("empty"):
         return [*lines, "No finished runs.", ""]
+    if s.get("dynamics") in ("population", "equilibrium"):
+        lines += _population_section(s)
+        return lines + _claims_and_verdicts(s)
     better = "higher" if s["higher_is_better"] else "lower"
     held = ", ".join(f"{k} = {_fmt_key(v)}" for k, v in s["reference"].items()
                      if k in s["by_condition"])
@@ -521,6 +598,12 @@ def _section(s: dict[str, Any]) -> list[str]:
                 cells.append(_fmt_num(_lookup(paper_map, value)))
             rows.append(cells)
         lines += [*_table(header, rows), ""]
+    return lines + _claims_and_verdicts(s)
+
+
+def _claims_and_verdicts(s: dict[str, Any]) -> list[str]:
+    rep = s["reported"]
+    lines: list[str] = []
     claims = rep.get("claims") or []
     if claims:
         lines.append(f"Paper ({rep.get('source', 'reported')}):")
@@ -588,6 +671,20 @@ def render_summary(summaries: Sequence[dict[str, Any]], *, target: str, kind: st
                           "the data directory",
                  "quick": "real substitutes, CI-sized runs (checks the pipeline; the numbers "
                           "are not comparable with the paper's)"}[kind]
+    if target == "neighbours":  # the neighbouring models: their own papers, shape verdicts
+        lines = [f"# Reproduction summary: {target} ({kind} configs)", "",
+                 f"The neighbouring models of this research line (NEIGHBOURS.md): Su & Dean's "
+                 f"streaming protocol (su_dean_…), Dean et al.'s participation dynamics "
+                 f"(dean_…), with probing where no paper has looked. Data: {data_note}. Each "
+                 f"published claim is judged as a shape verdict on our runs (not a snapshot "
+                 f"of numbers); the final values are ours, mean ± standard error over seeds.",
+                 ""]
+        if seconds is not None:
+            lines += [f"Wall time: {seconds:.1f} s.", ""]
+        header = ["experiment", "data", "metric", "runs done", "pooled", "final (first "
+                  "condition)", "prober, p=0", "prober, best p", "gap closed", "verdicts"]
+        lines += [*_table(header, [_overview_row(s) for s in summaries]), ""]
+        return _render_sections(lines, summaries, figures, figure_errors, out)
     lines = [f"# Reproduction summary: {target} ({kind} configs)", "",
              f"Data: {data_note}. Paper numbers: SPEC §9. Each cell is ours / paper; ours is "
              f"the mean ± standard error over seeds of the final value of the primary metric "
@@ -600,6 +697,12 @@ def render_summary(summaries: Sequence[dict[str, Any]], *, target: str, kind: st
     header = ["experiment", "data", "metric", "runs done", "pooled", "worst learner, p=0",
               "prober, p=0", "prober, best p", "gap closed", "verdicts"]
     lines += [*_table(header, [_overview_row(s) for s in summaries]), ""]
+    return _render_sections(lines, summaries, figures, figure_errors, out)
+
+
+def _render_sections(lines: list[str], summaries: Sequence[dict[str, Any]],
+                     figures: Mapping[str, Sequence[Path]] | None,
+                     figure_errors: Mapping[str, str] | None, out: Path | None) -> str:
     for s in summaries:
         lines += _section(s)
         written = (figures or {}).get(s["name"])

@@ -292,12 +292,12 @@ def test_the_cli_lists_registered_datasets(registered, tmp_path):
 
 
 def test_reproduce_targets_come_from_the_registry(registered, tmp_path):
-    assert rp.targets()[0] == "paper" and rp.targets()[-1] == "nn"
+    assert rp.targets()[0] == "paper" and rp.targets()[-2:] == ("nn", "neighbours")
     assert set(BUILT_IN) | set(registered) <= set(rp.targets())
     root = tmp_path / "configs"
     (root / "paper").mkdir(parents=True)
     for name in ("tiny_points_bad", "tiny_points_good", "tiny_points_nn_good", "census_bad",
-                 "census_nn_bad", "trap_good"):
+                 "census_nn_bad", "trap_good", "dean_census_groups", "su_dean_census_zeta"):
         (root / "paper" / f"{name}.yaml").write_text("")
 
     def names(target: str) -> list[str]:
@@ -307,6 +307,7 @@ def test_reproduce_targets_come_from_the_registry(registered, tmp_path):
     assert names("census") == ["census_bad"]
     assert names("nn") == ["census_nn_bad", "tiny_points_nn_good"]
     assert names("trap") == ["trap_good"]
-    assert len(names("paper")) == 6
+    assert len(names("paper")) == 6  # the founding paper's: not the neighbouring models'
+    assert names("neighbours") == ["dean_census_groups", "su_dean_census_zeta"]
     with pytest.raises(ValueError, match=r"target must be one of.*did you mean 'census'"):
         rp.select_configs("censu", "paper", root)

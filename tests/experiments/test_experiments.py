@@ -413,6 +413,24 @@ def test_the_ray_runner_reproduces_the_local_runner_bitwise(tmp_path, local_ray)
     assert local_ray.is_initialized()  # a Ray the caller started is left running
 
 
+def test_the_ray_runner_runs_population_dynamics_like_the_local_runner(tmp_path, local_ray):
+    """The population dynamics share the executors: every table (groups, allocations and
+    phases included) is the same computed by Ray tasks or in this process."""
+    from userchoice.experiments.paths import load_experiment
+    from userchoice.experiments.ray_runner import ray_runner
+    from userchoice.experiments.store import ALL_TABLES
+
+    cfg = load_experiment("quick/dean_synthetic_3groups_probing")
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    run_experiment(cfg, local, chunk_size=2)
+    run_experiment(cfg, remote, chunk_size=2, runner=ray_runner())
+    for name in ALL_TABLES:
+        left = ResultsDir(local).table(name).drop(columns=["seconds"], errors="ignore")
+        right = ResultsDir(remote).table(name).drop(columns=["seconds"], errors="ignore")
+        assert len(left) > 0, name
+        pd.testing.assert_frame_equal(left, right, check_exact=True, obj=name)
+
+
 def test_a_failing_ray_task_is_reported_like_a_local_one(local_ray):
     from userchoice.experiments.ray_runner import ray_runner
 

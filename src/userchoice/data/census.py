@@ -27,7 +27,7 @@ import operator
 import re
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -671,7 +671,8 @@ def _repeated_persons(cols: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[
 def load_census(paths: str | Path | Sequence[str | Path] | None = None, *,
                 task: str | ACSTask | Mapping[str, Any] = "ACSEmployment",
                 data_dir: str | Path | None = None, test_fraction: float = 0.01, seed: int = 0,
-                standardise: bool = True, dtype: Any = np.float32) -> Dataset:
+                standardise: bool = True, dtype: Any = np.float32,
+                n_features: int | None = None) -> Dataset:
     """ACS PUMS person records → a ``Dataset`` for ``task`` (SPEC §7 Census).
 
     ``paths``: person files (CSV, CSV.gz, Census zip) or folders; None searches
@@ -681,8 +682,19 @@ def load_census(paths: str | Path | Sequence[str | Path] | None = None, *,
     way. The split is ``split_indices(n, test_fraction, seed)``; features are standardised with
     training statistics when ``standardise``. Attributes (raw codes, not standardised): the age
     ``AGEP`` and the task's group column (e.g. ``RAC1P``).
+
+    ``n_features``: keep only the task's first k features, in the task's order (a
+    representation ladder of nested designs: the k-feature x is the first k columns of the full
+    one); None keeps them all.
     """
     spec = get_task(task)
+    if n_features is not None:
+        if isinstance(n_features, bool) or not isinstance(n_features, int | np.integer) \
+                or not 1 <= n_features <= len(spec.features):
+            raise ValueError(f"data.options.n_features must be an integer from 1 to "
+                             f"{len(spec.features)} (task {spec.name}'s features: "
+                             f"{', '.join(spec.features)}), got {n_features!r}")
+        spec = replace(spec, features=spec.features[:int(n_features)])
     files = find_census_files(data_dir) if paths is None else _as_paths(paths)
     sources, skipped = _sources(files)
     optional = [c for c in (*ATTRIBUTE_COLUMNS, "ST", "SPORDER") if c not in spec.columns]
@@ -760,6 +772,7 @@ def load_census(paths: str | Path | Sequence[str | Path] | None = None, *,
         "standardisation": stats,
         "missing_values": missing_counts,
         "missing_filled_with": spec.postprocess,
+        **({"n_features": int(n_features)} if n_features is not None else {}),
     }
     return Dataset(
         x_train=np.asarray(x_train, dtype=dtype), y_train=y["train"].astype(dtype),

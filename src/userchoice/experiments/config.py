@@ -38,7 +38,7 @@ from userchoice.choice import CHOICE_RULES, get_rule
 from userchoice.data.registry import get_dataset
 from userchoice.engine.spec import working_bytes
 from userchoice.families import FAMILIES
-from userchoice.knobs import BY_NAME, KNOBS, SCALAR_KNOBS, Knob, knobs_of
+from userchoice.knobs import BY_NAME, DYNAMICS, KNOBS, SCALAR_KNOBS, Knob, knobs_of
 from userchoice.metrics import METRICS
 from userchoice.preferences import PREFERENCE_MODES
 from userchoice.probing import SOURCES, get_source
@@ -251,7 +251,18 @@ def _registered(registry: Any, resolve: Any = None) -> AfterValidator:
 
 FamilyName = Annotated[str, _registered(FAMILIES)]
 RuleName = Annotated[str, _registered(CHOICE_RULES, get_rule)]
-SourceName = Annotated[str, _registered(SOURCES, get_source)]
+def _any_source(name: str) -> Any:
+    """A probing source of MSGD-P (``probing.SOURCES``) or of the population dynamics
+    (``population.POPULATION_SOURCES``); the dynamics' own check (``_check_dynamics``) then
+    requires one of its own."""
+    from userchoice.population import POPULATION_SOURCES, get_population_source
+
+    if name in POPULATION_SOURCES and name not in SOURCES:
+        return get_population_source(name)
+    return get_source(name)
+
+
+SourceName = Annotated[str, _registered(SOURCES, _any_source)]
 ScheduleName = Annotated[str, _registered(SCHEDULES)]
 NormalisationName = Annotated[str, _registered(NORMALISATIONS)]
 MetricName = Annotated[str, _registered(METRICS)]
@@ -270,12 +281,20 @@ class LearnerConfig(_Strict):
 class InitConfig(_Strict):
     """The learners' initial parameters."""
 
-    kind: Literal["random", "erm"] = Field(
-        "random", description="`random` (the family's init) or `erm` (each learner fitted on "
-        "the users whose favourite it is)")
+    kind: Literal["random", "erm", "uniform"] = Field(
+        "random", description="`random` (the family's init), `erm` (each learner fitted on "
+        "the users whose favourite it is) or `uniform` (every parameter U[0, 1), one draw per "
+        "seed: Su & Dean's init, for any family)")
     options: Annotated[dict[str, Any], _finite_options("init")] = Field(
         default_factory=dict, description="keyword arguments of `erm_init` (e.g. `steps`, "
         "`eta`, `ridge`)")
+
+    @model_validator(mode="after")
+    def _uniform_takes_no_options(self) -> InitConfig:
+        if self.kind == "uniform" and self.options:
+            raise ValueError(f"init.options {sorted(self.options)}: init.kind 'uniform' takes "
+                             f"no options (they are erm_init's)")
+        return self
 
 
 class EngineConfig(_Strict):
@@ -295,7 +314,13 @@ class EngineConfig(_Strict):
     dtype: Literal["float32", "float64"] = Field("float32", description="floating-point "
                                                  "precision of the whole simulation")
     metrics: list[MetricName] | None = Field(
-        None, description="metrics to record; none: every registered metric that applies")
+        None, description="metrics to record; none: every registered metric that applies and "
+        "is recorded by default (path_length: under zeta_random only)")
+    arrival: Literal["uniform", "stream", "shuffle"] = Field(
+        "uniform", description="how users arrive: `uniform` (B users i.i.d. with replacement "
+        "each step), `stream` (one pass over the training users in dataset order: step t takes "
+        "users t·B … t·B + B − 1, Su & Dean's protocol) or `shuffle` (one pass in a random order "
+        "per seed); one-pass arrivals need steps × batch_size ≤ the training users")
 
 
 class ProbingConfig(_Strict):
@@ -312,10 +337,167 @@ class ProbingConfig(_Strict):
     refresh_every: Index = Field(0, description="re-label the probe users from the current "
                                  "peers every k steps; 0: offline (labels from the initial "
                                  "parameters)")
+    start: Literal["start", "equilibrium"] = Field(
+        "start", description="population dynamics: probe from the first round, or from the "
+        "first equilibrium on (`equilibrium`)")
 
     @property
     def per_user_source(self) -> bool:
-        return bool(get_source(self.source).per_user)
+        return bool(_any_source(self.source).per_user)
+
+
+class GroupsConfig(_Strict):
+    """The sub-populations of a population-dynamics market (``population.groups``): quadratic
+    groups R_j(θ) = ‖θ − φ_j‖² + σ² from explicit ``phi`` or Gaussian draws, or empirical
+    groups (weighted least squares) from the config's dataset, one group per value of an
+    attribute."""
+
+    kind: Literal["quadratic", "gaussian", "dataset"] = Field(
+        description="`quadratic` (explicit φ), `gaussian` (φ_j ~ N(0, I), NumPy "
+        "`default_rng(seed)`) or `dataset` (the rows of the config's dataset, grouped by `by`)")
+    phi: list[list[Annotated[float, Field(allow_inf_nan=False)]]] | None = Field(
+        None, description="quadratic: one optimum φ_j per group (rows of equal length d)")
+    sigma2: NonNegative = Field(1.0, description="quadratic and gaussian: the noise floor σ² "
+                                "of every group's risk")
+    n_groups: Count | None = Field(None, description="gaussian: number of groups G; dataset "
+                                   "with `by: favourite`: the preference construction's options "
+                                   "(default: market.n_learners)")
+    dim: Count | None = Field(None, description="gaussian: dimension d of φ")
+    seed: Index = Field(0, description="gaussian: seed of NumPy's default_rng drawing φ")
+    beta: list[Positive] | Literal["uniform", "count"] = Field(
+        "uniform", description="group masses β_j: a list (one per group), `uniform` (β_j = 1) "
+        "or, for dataset groups, `count` (β_j = rows of the group)")
+    by: str | None = Field(None, description="dataset: the per-user attribute whose values "
+                           "form the groups (e.g. `RAC1P`), or `favourite`: each user's "
+                           "favourite under `market.preferences` with `n_groups` options")
+    min_size: Count = Field(30, description="dataset: groups with fewer rows are merged (too "
+                            "small to fit a learner on)")
+    split: Literal["train", "test", "all"] = Field(
+        "train", description="dataset: which users form the groups")
+    intercept: bool = Field(True, description="dataset: add a constant feature, so each "
+                            "learner fits an intercept (standardised features are centred)")
+    loss: Literal["squared", "logistic", "auto"] = Field(
+        "squared", description="dataset: each group's risk: mean squared error (weighted least "
+        "squares) or logistic loss (classification, labels 0/1: weighted logistic regression "
+        "by Newton's method); `auto`: logistic when every label is 0 or 1")
+
+    @model_validator(mode="after")
+    def _complete(self) -> GroupsConfig:
+        need = {"quadratic": ("phi",), "gaussian": ("n_groups", "dim"), "dataset": ("by",)}
+        for name in need[self.kind]:
+            if getattr(self, name) is None:
+                raise ValueError(f"groups.{name} is required for groups.kind = {self.kind!r}")
+        if self.kind == "quadratic":
+            widths = {len(row) for row in self.phi or []}
+            if not self.phi or len(widths) != 1 or 0 in widths:
+                raise ValueError("groups.phi must be a non-empty list of rows of one length d "
+                                 f"≥ 1, got row lengths {sorted(widths)}")
+        size = len(self.phi) if self.kind == "quadratic" else self.n_groups
+        if isinstance(self.beta, list) and size is not None and len(self.beta) != size:
+            raise ValueError(f"groups.beta has {len(self.beta)} masses for {size} groups")
+        if self.beta == "count" and self.kind != "dataset":
+            raise ValueError("groups.beta = 'count' needs groups.kind = 'dataset'")
+        return self
+
+
+AllocationMatrix = list[list[Annotated[float, Field(ge=0.0, allow_inf_nan=False)]]]
+
+
+class NamedAllocation(_Strict):
+    """An explicit initial allocation with a name (how results tables and figures call it)."""
+
+    name: Annotated[str, Field(min_length=1)] = Field(description="the allocation's name")
+    alpha: AllocationMatrix = Field(description="n_learners × G matrix, columns summing to 1")
+
+
+Allocation = Literal["even", "jitter"] | AllocationMatrix | NamedAllocation
+
+
+class PopulationConfig(_Strict):
+    """The population (participation) dynamics of Dean et al. (``PopulationSpec``): rounds of
+    retraining on the current allocation and multiplicative-weights participation, with market
+    entry; one compilation per distinct value of these fields."""
+
+    groups: GroupsConfig = Field(description="the sub-populations")
+    steps: Count = Field(description="round budget T of each phase (a phase ends earlier when "
+                         "the stop rule holds)")
+    update: Literal["retrain", "gradient_step"] = Field(
+        "retrain", description="learner update per round: `retrain` (exact weighted least "
+        "squares) or `gradient_step` (one step of size knobs.eta)")
+    allocation: Allocation = Field(
+        "even", description="initial allocation α⁰: `even` (1/n), `jitter` (normalise(1 + "
+        "scale·U[0, 1)) per group), an explicit n_learners × G matrix, columns summing to 1, "
+        "or {name, alpha}: such a matrix with a name")
+    allocation_seed: Index = Field(0, description="jitter: seed of NumPy's default_rng")
+    allocation_scale: NonNegative = Field(1e-4, description="jitter: size of the perturbation")
+    stop: Literal["consecutive", "cumulative"] = Field(
+        "consecutive", description="how rounds with unchanged allocations are counted "
+        "(`cumulative`: the authors' count, never reset)")
+    patience: Count = Field(20, description="a phase has converged after more than this many "
+                            "rounds with unchanged allocations")
+    rtol: NonNegative = Field(1e-5, description="relative tolerance of 'unchanged'")
+    atol: NonNegative = Field(1e-8, description="absolute tolerance of 'unchanged'")
+    entry: Literal["largest", "index"] | None = Field(
+        None, description="market entry after each phase: split the learner with the largest "
+        "share (`largest`) or learners 0, 1, 2, … (`index`, the authors'); none: no entry")
+    max_learners: Count | None = Field(None, description="entry: split until this many "
+                                       "learners (the entry cap)")
+    weighting: Literal["beta", "beta_count"] = Field(
+        "beta", description="retraining weights β_j·α_ij, or β_j·N_j·α_ij (`beta_count`: the "
+        "authors' compat switch)")
+    eval_every: Count = Field(1, description="rounds between recorded points")
+    dtype: Literal["float32", "float64"] = Field("float64", description="floating-point "
+                                                 "precision")
+    metrics: list[MetricName] | None = Field(
+        None, description="metrics to record; none: every population metric")
+
+    @model_validator(mode="after")
+    def _entry(self) -> PopulationConfig:
+        if (self.entry is None) != (self.max_learners is None):
+            raise ValueError("population.entry and population.max_learners go together (set "
+                             "both for market entry, neither for none)")
+        return self
+
+
+class EquilibriumConfig(_Strict):
+    """Competition for market share (Jagadeesan et al., NeurIPS 2023; ``EquilibriumSpec``):
+    ``market.n_learners`` providers best-respond in turn, each maximising its share of users who
+    choose by logit (temperature: knobs.temperature) over a choice loss, until every share
+    changes by at most ``tol`` in a round. The users: one of the paper's synthetic settings, or
+    the config's dataset (bring your own features)."""
+
+    setting: Literal[1, 2, 3, "dataset"] = Field(
+        description="the users: synthetic setting 1 (no information, y = 0 w.p. alpha), 2 (one "
+        "feature of noise sigma), 3 (four groups, representation D), or `dataset` (the "
+        "config's data section, with a bias feature)")
+    alpha: Probability | None = Field(None, description="setting 1: P(y = 0)")
+    sigma: NonNegative | None = Field(None, description="setting 2: noise of the feature")
+    D: Annotated[int, Field(ge=1, le=5, strict=True)] | None = Field(
+        None, description="setting 3: representation (its first D − 1 coordinates + bias)")
+    n_points: Count = Field(10_000, description="synthetic settings: users drawn")
+    data_seed: Index = Field(0, description="synthetic settings: seed of the users' draw")
+    split: Literal["train", "test", "all"] = Field("train", description="dataset: which users")
+    choice_loss: str = Field("soft01", description="the loss users choose by (registered in "
+                             "`equilibrium.CHOICE_LOSSES`: soft01, soft01_multiclass, zero_one, "
+                             "logistic)")
+    loss_temperature: Positive = Field(0.1, description="T of the soft 0-1 loss |y − σ(f/T)|")
+    lr: Positive = Field(0.1, description="best-response gradient ascent: step size")
+    steps: Count = Field(5000, description="best-response gradient ascent: steps per response")
+    tol: Positive = Field(1e-3, description="converged when no share changes by more in a round")
+    max_rounds: Count = Field(100, description="rounds before a run is recorded as not converged")
+    extra_starts: list[Literal["peers", "flip"]] = Field(
+        default_factory=lambda: ["peers", "flip"], description="further starts of each best "
+        "response (peers' parameters, −θ): gradient ascent from the current θ alone stops at "
+        "local optima that are not best responses")
+    dtype: Literal["float32", "float64"] = Field("float32", description="precision")
+
+    @model_validator(mode="after")
+    def _complete(self) -> EquilibriumConfig:
+        need = {1: "alpha", 2: "sigma", 3: "D"}.get(self.setting)  # type: ignore[call-overload]
+        if need is not None and getattr(self, need) is None:
+            raise ValueError(f"equilibrium.{need} is required for equilibrium.setting = "
+                             f"{self.setting}")
+        return self
 
 
 class _KnobsBase(_Strict):
@@ -359,6 +541,9 @@ KnobsConfig = create_model(
 STATIC_FIELDS = {
     **{f"engine.{k}": k for k in EngineConfig.model_fields},
     **{f"probing.{k}": k for k in ProbingConfig.model_fields},
+    **{f"population.{k}": k for k in PopulationConfig.model_fields if k != "groups"},
+    **{f"equilibrium.{k}": k for k in EquilibriumConfig.model_fields},
+    "market.n_learners": "n_learners",  # dynamics equilibrium only: one spec per count
 }
 
 
@@ -416,6 +601,10 @@ def size_estimates(config: Any) -> dict[str, Any]:
     a synthetic market's data, and the simulation time at ``UPDATE_RATE``. Nothing is built:
     sizes come from the knob table's grid axes and the engine's shapes (``engine.spec``'s
     ``bytes_per_run``, with at least one feature when the data's width is not known yet)."""
+    if config.dynamics == "population":
+        return _population_estimates(config)
+    if config.dynamics == "equilibrium":
+        return {"axes": {}, "runs": 0, "results_bytes": 0, "seconds": 0.0}
     axes: dict[str, int] = {}
     for name in SCALAR_KNOBS:
         value = getattr(config.knobs, name)
@@ -480,9 +669,64 @@ def size_estimates(config: Any) -> dict[str, Any]:
     }
 
 
+def _population_estimates(config: Any) -> dict[str, Any]:
+    """``size_estimates`` of a population-dynamics config: runs from the grid of the knobs
+    it reads; rounds = T per phase × phases; rows of the recorded tables (learner, group and
+    learner × group values at every evaluation point); the time at ``UPDATE_RATE`` counts one
+    d × d solve per learner and group per round (dataset groups: 64 groups of 16 features
+    assumed before the data is read)."""
+    axes: dict[str, int] = {}
+    for name in knobs_of("population"):
+        value = getattr(config.knobs, name)
+        count = value if BY_NAME[name].kind == "seed" and _count(value) is not None else (
+            len(value) if isinstance(value, list) else 1)
+        axes[f"knobs.{name}"] = count
+    for key, values in config.static_grid.items():
+        axes[f"static_grid[{key!r}]"] = len(values)
+    runs = math.prod(axes.values())
+    population, groups = config.population, config.population.groups
+    n = population.max_learners or config.market.n_learners
+    phases = 1 + (n - config.market.n_learners) + (
+        1 if config.probing is not None and config.probing.start == "equilibrium" else 0)
+    size = {"quadratic": len(groups.phi or []), "gaussian": groups.n_groups or 1}
+    n_groups = size.get(groups.kind, 64)
+    dim = {"quadratic": len((groups.phi or [[0]])[0]), "gaussian": groups.dim or 1}.get(
+        groups.kind, 16)
+    rounds = population.steps * phases
+    evals = rounds // population.eval_every + 2
+    chosen = population.metrics  # None: every population metric, the allocations included
+    kinds = {METRICS.get(m).kind for m in chosen} if chosen is not None else {"group",
+                                                                              "allocation"}
+    rows = evals * (1 + n + n_groups * ("group" in kinds) + n * n_groups * ("allocation" in kinds))
+    return {"axes": axes, "runs": runs, "steps": rounds, "evals": evals, "n_learners": n,
+            "n_groups": n_groups, "features": dim,
+            "results_bytes": runs * rows * ROW_BYTES // 4, "plan_bytes": runs * RUN_BYTES,
+            "seconds": runs * rounds * n * n_groups * dim * dim / UPDATE_RATE}
+
+
+def _population_problems(config: Any) -> list[str]:
+    e = _population_estimates(config)
+    axis, size = max(e["axes"].items(), key=lambda item: item[1])
+    problems = []
+    if e["results_bytes"] > MEMORY_LIMIT:
+        problems.append(f"{axis} = {size} ({e['runs']} runs) × {e['evals']} evaluation points "
+                        f"needs ≈ {_bytes_text(e['results_bytes'])} of results tables (the "
+                        f"limit is {_bytes_text(MEMORY_LIMIT)}); raise population.eval_every "
+                        f"or name fewer population.metrics")
+    if e["seconds"] > TIME_LIMIT:
+        problems.append(f"{axis} = {size} ({e['runs']} runs × {e['steps']} rounds) needs ≈ "
+                        f"{_hours_text(e['seconds'])} of simulation (the limit is "
+                        f"{_hours_text(TIME_LIMIT)})")
+    return problems
+
+
 def size_problems(config: Any) -> list[str]:
     """One message per count that would exceed ``MEMORY_LIMIT``, ``TIME_LIMIT`` or the
     engine's int32 indices; each names the field most responsible and the estimate."""
+    if config.dynamics == "population":
+        return _population_problems(config)
+    if config.dynamics == "equilibrium":
+        return []  # small: providers × users × steps per round (bench_equilibrium.py)
     e = size_estimates(config)
     axis, axis_size = max(e["axes"].items(), key=lambda item: item[1])
     values = {"runs": e["runs"], "engine.steps": e["steps"],
@@ -579,19 +823,32 @@ class ExperimentConfig(_Strict):
     plugins: list[str] = Field(
         default_factory=list, description="modules imported before the rest is validated "
         "(they register plug-ins by name)")
-    data: DataConfig = Field(description="the dataset and its loader's options")
+    dynamics: Literal[DYNAMICS] = Field(
+        "msgd", description="the dynamics the market runs under: `msgd` (streaming MSGD / "
+        "MSGD-P, the `engine` section) or `population` (Dean et al.'s participation dynamics, "
+        "the `population` section)")
+    data: DataConfig | None = Field(None, description="the dataset and its loader's options "
+                                    "(population dynamics: only for groups of kind `dataset`)")
     market: MarketConfig = Field(description="preferences and the number of learners")
     learner: LearnerConfig = Field(default_factory=LearnerConfig,
                                    description="the learner family")
     init: InitConfig = Field(default_factory=InitConfig, description="initial parameters")
-    engine: EngineConfig = Field(description="the static engine spec")
-    probing: ProbingConfig | None = Field(None, description="MSGD-P; none: plain MSGD")
+    engine: EngineConfig | None = Field(None, description="the static engine spec (dynamics "
+                                        "`msgd`)")
+    population: PopulationConfig | None = Field(None, description="the population dynamics "
+                                                "(dynamics `population`)")
+    equilibrium: EquilibriumConfig | None = Field(None, description="share-maximising "
+                                                  "providers (dynamics `equilibrium`)")
+    probing: ProbingConfig | None = Field(None, description="peer probing (MSGD-P; in "
+                                          "population dynamics, probing of peers' "
+                                          "predictions); none: no probing")
     knobs: KnobsConfig = Field(default_factory=KnobsConfig, description="per-run values; "
                                "lists form a grid")
     static_grid: dict[str, list[Any]] = Field(
-        default_factory=dict, description="`engine.*` or `probing.*` fields to sweep, one "
-        "engine shape (one compilation) per value")
-    baseline: bool = Field(True, description="fit and record the pooled baseline")
+        default_factory=dict, description="`engine.*`, `probing.*` or `population.*` fields "
+        "to sweep, one engine shape (one compilation) per value")
+    baseline: bool = Field(True, description="fit and record the pooled baseline (dynamics "
+                           "`msgd`; population dynamics report each group's minimal risk)")
     reported: dict[str, Any] = Field(default_factory=dict, description="the paper's numbers, "
                                      "for summaries and reports")
 
@@ -618,7 +875,17 @@ class ExperimentConfig(_Strict):
             value = getattr(self.knobs, name)
             return value if isinstance(value, list) else [value]
 
+        self._check_dynamics()
         for knob in KNOBS:  # the knob table says what each knob needs
+            if self.dynamics not in knob.dynamics and knob.kind != "per_learner" and any(
+                    v != knob.default for v in values(knob.name)):
+                raise ValueError(f"knobs.{knob.name} is read by dynamics "
+                                 f"{' or '.join(knob.dynamics)}, not {self.dynamics!r}; remove "
+                                 f"it")
+            if self.dynamics not in knob.dynamics and knob.kind == "per_learner" and \
+                    self.knobs.prior is not None:
+                raise ValueError(f"knobs.{knob.name} is read by dynamics "
+                                 f"{' or '.join(knob.dynamics)}, not {self.dynamics!r}")
             reason = None if knob.needs is None else knob.needs(self.probing)
             if reason is not None and knob.kind == "real" and any(
                     v != knob.default for v in values(knob.name)):
@@ -638,6 +905,81 @@ class ExperimentConfig(_Strict):
         if problems:
             raise ValueError("\n  ".join(problems))
         return self
+
+    def _check_equilibrium(self) -> None:
+        if self.equilibrium is None:
+            raise ValueError("equilibrium is required (dynamics 'equilibrium')")
+        for name in ("engine", "population"):
+            if getattr(self, name) is not None:
+                raise ValueError(f"{name} is not a section of dynamics 'equilibrium': remove it")
+        dataset = self.equilibrium.setting == "dataset"
+        if dataset and self.data is None:
+            raise ValueError("equilibrium.setting = 'dataset' needs a data section")
+        if not dataset and self.data is not None:
+            raise ValueError(f"equilibrium.setting = {self.equilibrium.setting} draws its own "
+                             f"users: remove the data section")
+        for name, default in {"learner": LearnerConfig(), "init": InitConfig()}.items():
+            if getattr(self, name) != default:
+                raise ValueError(f"{name} is a section of dynamics 'msgd': remove it")
+        if self.probing is not None:
+            for name in ("n_probe", "probe_batch", "refresh_every", "start"):
+                if getattr(self.probing, name) != ProbingConfig.model_fields[name].default:
+                    raise ValueError(f"probing.{name} does not apply to dynamics "
+                                     f"'equilibrium' (probes use every user): remove it")
+
+    def _check_dynamics(self) -> None:
+        """Each dynamics has its sections: msgd needs `data` and `engine`; population needs
+        `population` (and `data` for groups of kind `dataset`), and no MSGD-only section."""
+        if self.dynamics == "msgd":
+            for name in ("data", "engine"):
+                if getattr(self, name) is None:
+                    raise ValueError(f"{name} is required (dynamics 'msgd')")
+            if self.equilibrium is not None:
+                raise ValueError("equilibrium is a section of dynamics 'equilibrium'; set "
+                                 "dynamics: equilibrium, or remove it")
+            if "market.n_learners" in self.static_grid:
+                raise ValueError("static_grid['market.n_learners'] applies to dynamics "
+                                 "'equilibrium' only")
+            if self.population is not None:
+                raise ValueError("population is a section of dynamics 'population'; set "
+                                 "dynamics: population, or remove it")
+            if self.probing is not None and self.probing.start != "start":
+                raise ValueError("probing.start applies to dynamics 'population' only")
+            if self.probing is not None:
+                get_source(self.probing.source)  # MSGD-P's sources (the error lists them)
+            return
+        if self.dynamics == "equilibrium":
+            self._check_equilibrium()
+            return
+        if self.equilibrium is not None:
+            raise ValueError("equilibrium is a section of dynamics 'equilibrium'")
+        if "market.n_learners" in self.static_grid:
+            raise ValueError("static_grid['market.n_learners'] applies to dynamics "
+                             "'equilibrium' only")
+        if self.population is None:
+            raise ValueError("population is required (dynamics 'population')")
+        if self.engine is not None:
+            raise ValueError("engine is a section of dynamics 'msgd'; population dynamics use "
+                             "the population section: remove engine")
+        groups = self.population.groups
+        if groups.kind == "dataset" and self.data is None:
+            raise ValueError("population.groups.kind = 'dataset' needs a data section")
+        if groups.kind != "dataset" and self.data is not None:
+            raise ValueError(f"population.groups.kind = {groups.kind!r} reads no data: remove "
+                             f"the data section")
+        unused = {"learner": LearnerConfig(), "init": InitConfig()}
+        for name, default in unused.items():
+            if getattr(self, name) != default:
+                raise ValueError(f"{name} is a section of dynamics 'msgd' (population dynamics "
+                                 f"fit least squares on each learner's groups): remove it")
+        if self.probing is not None:
+            from userchoice.population import get_population_source
+
+            get_population_source(self.probing.source)  # the mean field's sources
+            for name in ("n_probe", "probe_batch"):  # (a dumped config holds the defaults)
+                if getattr(self.probing, name) != ProbingConfig.model_fields[name].default:
+                    raise ValueError(f"probing.{name} is an MSGD-P field: population dynamics "
+                                     f"probe every group in the mean field; remove it")
 
 
 def _location(loc: tuple, raw: Any) -> str:
@@ -661,7 +1003,8 @@ def _location(loc: tuple, raw: Any) -> str:
 def _field_names() -> set[str]:
     names: set[str] = set()
     for model in (ExperimentConfig, DataConfig, MarketConfig, LearnerConfig, InitConfig,
-                  EngineConfig, ProbingConfig, KnobsConfig):
+                  EngineConfig, ProbingConfig, KnobsConfig, PopulationConfig, GroupsConfig,
+                  NamedAllocation, EquilibriumConfig):
         names.update(model.model_fields)
     return names
 

@@ -225,6 +225,8 @@ def resolve_config_paths(config: ExperimentConfig, base_dir: str | Path | None =
                          data_dir: str | Path | None = None) -> ExperimentConfig:
     """The config with its data paths expanded and absolute (see the module docstring);
     relative paths are taken against ``base_dir`` (default: the working directory)."""
+    if config.data is None:  # population dynamics on synthetic groups read no files
+        return config
     data = _resolve_data_section(config.data.model_dump(), base_dir, data_dir)
     return config.model_copy(update={"data": type(config.data).model_validate(data)})
 
@@ -250,7 +252,8 @@ def missing_data(config: ExperimentConfig, data_dir: str | Path | None = None) -
     from userchoice.data.fetch import missing_files_error
     from userchoice.data.registry import DATASETS
 
-    if config.data.path is None or not isinstance(config.data.dataset, str):
+    if config.data is None or config.data.path is None or \
+            not isinstance(config.data.dataset, str):
         return None
     try:
         entry = DATASETS.get(config.data.dataset)

@@ -19,6 +19,7 @@ from typing import Any
 from userchoice.data.dataset import Dataset
 from userchoice.data.registry import DatasetOptionError, get_dataset
 from userchoice.engine import EngineSpec, Knobs, make_knobs
+from userchoice.engine.spec import check_population
 from userchoice.experiments.config import ConfigError, ExperimentConfig
 from userchoice.families import Family, Params, make_family
 from userchoice.market import Market, make_market
@@ -50,8 +51,8 @@ class Group:
 @dataclass
 class Plan:
     config: ExperimentConfig
-    market: Market
-    family: Family
+    market: Any  # a Market (msgd) or a population.GroupSet (population dynamics)
+    family: Family | None
     init_params: Params | None
     groups: list[Group]
     baseline: dict[str, float] | None = None
@@ -157,8 +158,11 @@ def engine_spec(config: ExperimentConfig, family: Family, static: dict[str, Any]
             subset=None if probing["subset"] is None else tuple(probing["subset"]),
             n_probe=probing["n_probe"], probe_batch=probing["probe_batch"],
             refresh_every=probing["refresh_every"])
+    # init kind `uniform` is drawn inside the engine (one draw per seed, from its init
+    # stream); `random` and `erm` start from the family's init or from init_params
+    init = "uniform" if config.init.kind == "uniform" else "family"
     return EngineSpec(family=family, n_learners=config.market.n_learners, probing=probing_spec,
-                      **engine)
+                      init=init, **engine)
 
 
 def code_version() -> str:
@@ -173,11 +177,12 @@ def canonical_json(value: Any) -> str:
     return json.dumps(json.loads(json.dumps(value, default=str)), sort_keys=True)
 
 
-def input_files(market: Market) -> list[dict[str, Any]]:
+def input_files(market: Market | Dataset) -> list[dict[str, Any]]:
     """The input files the dataset's loader read, in order, each ``{path, sha256, bytes}``
     (from ``dataset.provenance["files"]``; files listed as not read carry no sha256 and are
     left out). Empty for synthetic datasets."""
-    records = (market.dataset.provenance or {}).get("files") or []
+    dataset = market.dataset if isinstance(market, Market) else market
+    records = (dataset.provenance or {}).get("files") or []
     return [{"path": str(r["path"]), "sha256": str(r["sha256"]), "bytes": r.get("bytes")}
             for r in records if isinstance(r, dict) and r.get("sha256")]
 
@@ -187,15 +192,19 @@ def run_id(config: ExperimentConfig, static: dict[str, Any], knobs: dict[str, An
     """Content hash of everything a run's numbers depend on; ``inputs`` (see
     :func:`input_files`) adds the content of the input files (not added when there are none,
     so the ids of synthetic datasets do not depend on it)."""
+    if config.dynamics != "msgd":
+        return _population_run_id(config, static, knobs, inputs)
     identity = {
         "data": config.data.model_dump(mode="json"),
         "market": config.market.model_dump(mode="json"),
         "learner": config.learner.model_dump(mode="json"),
         "init": config.init.model_dump(mode="json"),
-        # Fields added later with a None default leave the ids of earlier configs unchanged.
-        "engine": config.engine.model_dump(mode="json", exclude={"metrics"}
-                                           if config.engine.metrics is None else None),
-        "probing": None if config.probing is None else config.probing.model_dump(mode="json"),
+        # Fields added later leave the ids of earlier configs unchanged at their default.
+        "engine": config.engine.model_dump(mode="json", exclude={
+            name for name, default in (("metrics", None), ("arrival", "uniform"))
+            if getattr(config.engine, name) == default} or None),
+        "probing": None if config.probing is None else config.probing.model_dump(
+            mode="json", exclude={"start"} if config.probing.start == "start" else None),
         "static": static, "knobs": knobs, "prior": config.knobs.prior, "version": code_version(),
     }
     if inputs:  # the data's content, not only its path
@@ -203,23 +212,57 @@ def run_id(config: ExperimentConfig, static: dict[str, Any], knobs: dict[str, An
     return hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:16]
 
 
+def _population_run_id(config: ExperimentConfig, static: dict[str, Any],
+                       knobs: dict[str, Any], inputs: list[dict[str, Any]] | None) -> str:
+    identity = {
+        "dynamics": config.dynamics,
+        "data": None if config.data is None else config.data.model_dump(mode="json"),
+        "market": config.market.model_dump(mode="json"),
+        "population": None if config.population is None
+        else config.population.model_dump(mode="json"),
+        "equilibrium": None if config.equilibrium is None
+        else config.equilibrium.model_dump(mode="json"),
+        "probing": None if config.probing is None else config.probing.model_dump(mode="json"),
+        "static": static, "knobs": knobs, "version": code_version(),
+    }
+    if inputs:
+        identity["inputs"] = [record["sha256"] for record in inputs]
+    return hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:16]
+
+
 def make_groups(config: ExperimentConfig, family: Family,
                 inputs: list[dict[str, Any]] | None = None) -> list[Group]:
-    axes = config.knobs.axes()
-    combos = list(itertools.product(*axes.values()))
+    """The streaming engine's run groups: one ``EngineSpec`` per ``static_grid`` value."""
+    return knob_groups(config, lambda static: engine_spec(config, family, static), inputs)
+
+
+def knob_groups(config: ExperimentConfig, spec_of: Callable[[dict[str, Any]], Any],
+                inputs: list[dict[str, Any]] | None = None,
+                cell: Callable[[Any], Any] | None = None) -> list[Group]:
+    """One run group per ``static_grid`` combination, its static spec ``spec_of(static)``
+    (anything with the runner's reading of a spec: ``dynamics``, ``n_learners``, ``steps``,
+    ``probing``, ``eval_steps``), its runs the grid of the knobs its dynamics reads
+    (``knobs.knobs_of``), each with its run id and its row of the runs table (``cell``: how a
+    static value is written there; default: as it is)."""
+    combos = None
     groups = []
     for index, static in enumerate(_static_variants(config)):
-        spec = engine_spec(config, family, static)
+        spec = spec_of(static)
+        if combos is None:
+            axes = config.knobs.axes(spec.dynamics)
+            combos = list(itertools.product(*axes.values()))
         values = {name: [c[i] for c in combos] for i, name in enumerate(axes)}
-        knobs = make_knobs(config.market.n_learners, **values,
-                           **({} if config.knobs.prior is None else {"prior": config.knobs.prior}))
+        prior = config.knobs.prior
+        knobs = make_knobs(spec.n_learners, **values,
+                           **({} if prior is None else {"prior": prior}))
         rows, ids = [], []
         for r in range(len(combos)):
             knob_values = {name: values[name][r] for name in axes}
             rid = run_id(config, static, knob_values, inputs)
             ids.append(rid)
             rows.append({"run_id": rid, "group": index, **knob_values,
-                         **{k.replace(".", "_"): v for k, v in static.items()}})
+                         **{k.replace(".", "_"): (cell or (lambda v: v))(v)
+                            for k, v in static.items()}})
         groups.append(Group(index, static, spec, knobs, ids, rows))
     return groups
 
@@ -230,10 +273,29 @@ def plan_without_fits(config: ExperimentConfig, data_dir: str | None = None,
     fits and the pooled baseline (``fit_plan``): a sweep with nothing left to compute does not
     fit (nor compile) them again. ``phase``: see :data:`PHASES`."""
     started = time.perf_counter()
+    if config.dynamics == "equilibrium":
+        from userchoice.experiments import equilibrium
+
+        users, inputs = equilibrium.build_users(config, data_dir, phase)
+        groups = equilibrium.make_equilibrium_groups(config, inputs)
+        return Plan(config, users, None, None, groups, None,
+                    {"data_seconds": time.perf_counter() - started}, inputs)
+    if config.dynamics == "population":
+        from userchoice.experiments import population
+
+        sub_populations, inputs = population.build_groups(config, data_dir, phase)
+        groups = population.make_population_groups(config, sub_populations, inputs)
+        return Plan(config, sub_populations, None, None, groups, None,
+                    {"data_seconds": time.perf_counter() - started}, inputs)
     market = build_market(config, data_dir, phase)
     family = make_learner_family(config, market)
     inputs = input_files(market)
     groups = make_groups(config, family, inputs)
+    for group in groups:  # a one-pass arrival needs T·B users: say so before any run fails
+        try:
+            check_population(group.spec, market.dataset.n_train)
+        except ValueError as error:
+            raise ConfigError(f"engine.arrival: {error}") from None
     return Plan(config, market, family, None, groups, None,
                 {"data_seconds": time.perf_counter() - started}, inputs)
 
@@ -245,6 +307,9 @@ def fit_plan(plan: Plan, phase: Phase | None = None) -> Plan:
 
     started = time.perf_counter()
     config = plan.config
+    if config.dynamics != "msgd":  # nothing to fit: each round retrains exactly
+        plan.timings["init_seconds"] = 0.0
+        return plan
     phase = phase or _no_phase
     if config.init.kind == "erm":
         phase("ERM init")

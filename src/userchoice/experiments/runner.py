@@ -74,6 +74,14 @@ def simulate_chunk(market, spec: EngineSpec, knobs: Knobs, init_params: Params |
     """One chunk as one compiled call in this thread (what every executor runs); plain
     arrays out. ``step_progress(done, total)``: the chunk's run-steps, at evaluation points
     (``simulate``'s progress hook); default: the local runner's for this thread, if any."""
+    if spec.dynamics == "population":
+        from userchoice.experiments import population
+
+        return population.simulate_chunk(market, spec, knobs)
+    if spec.dynamics == "equilibrium":
+        from userchoice.experiments import equilibrium
+
+        return equilibrium.simulate_chunk(market, spec, knobs)
     step_progress = step_progress or getattr(_CHUNK_PROGRESS, "report", None)
     result = simulate(market, spec, knobs, init_params=init_params, chunk_size=knobs.n_runs,
                       workers=1, step_progress=step_progress)
@@ -125,6 +133,35 @@ def chunk_frames(group: Group, job: ChunkJob, output: dict[str, Any] | None,
     return runs, learners, market
 
 
+def chunk_tables(group: Group, job: ChunkJob, output: dict[str, Any] | None,
+                 error: str | None, seconds: float) -> dict[str, pd.DataFrame]:
+    """Every table of one finished (or failed) chunk, by table name (``store.ALL_TABLES``):
+    the streaming engine's three, or the population dynamics' six."""
+    if group.spec.dynamics == "population":
+        from userchoice.experiments import population
+
+        return population.chunk_frames(group, job, output, error, seconds)
+    if group.spec.dynamics == "equilibrium":
+        from userchoice.experiments import equilibrium
+
+        return equilibrium.chunk_frames(group, job, output, error, seconds)
+    runs, learners, market = chunk_frames(group, job, output, error, seconds)
+    return {"runs": runs, "learners": learners, "market": market}
+
+
+def default_chunk_size(plan: Plan, group: Group) -> int:
+    """Runs per chunk of a group, by its dynamics."""
+    if group.spec.dynamics == "population":
+        from userchoice.experiments import population
+
+        return population.chunk_size(group.spec, plan.market, len(group.run_ids))
+    if group.spec.dynamics == "equilibrium":
+        from userchoice.experiments import equilibrium
+
+        return equilibrium.chunk_size(group.spec, len(group.run_ids))
+    return driver.default_chunk_size(group.spec, plan.market, len(group.run_ids))
+
+
 # A runner: ``runner(plan, jobs, chunk_sizes)`` yields ``(job, output, error, seconds)`` per
 # chunk as it finishes. One with ``in_process = True`` runs the chunks in this process (so
 # ``run_experiment`` compiles their programs first, as a phase of its own) and also takes
@@ -170,8 +207,19 @@ def compile_programs(plan: Plan, jobs: list[ChunkJob]) -> float:
     for job in {(job.group, len(job.indices)): job for job in jobs}.values():
         group = plan.groups[job.group]
         try:
-            compile_chunk(plan.market, group.spec, group.knobs.take(job.indices),
-                          plan.init_params)
+            if group.spec.dynamics == "population":
+                from userchoice.experiments import population
+
+                population.compile_chunk(plan.market, group.spec,
+                                         group.knobs.take(job.indices))
+            elif group.spec.dynamics == "equilibrium":
+                from userchoice.experiments import equilibrium
+
+                equilibrium.compile_chunk(plan.market, group.spec,
+                                          group.knobs.take(job.indices))
+            else:
+                compile_chunk(plan.market, group.spec, group.knobs.take(job.indices),
+                              plan.init_params)
         except Exception:  # recorded per chunk when the chunk runs
             pass
     return time.perf_counter() - started
@@ -205,7 +253,43 @@ class _StepCounter:
         self.reached(job, len(job.indices) * self.steps[job.group])
 
 
+def _provenance(plan: Plan) -> dict[str, Any]:
+    """What the manifest records of the market: the data's and the preferences' provenance
+    (streaming), or the sub-populations (population dynamics); the learner count (the entry
+    cap with market entry)."""
+    if plan.config.dynamics == "equilibrium":
+        learners = max(g.spec.n_learners for g in plan.groups)
+        return {"data_provenance": plan.market.provenance, "market_provenance": {},
+                "n_learners": learners}
+    if plan.config.dynamics == "population":
+        from userchoice.experiments import population
+
+        learners = max(g.spec.n_learners for g in plan.groups)
+        groups = plan.market.provenance or {}
+        data = groups.get("dataset")  # the dataset the groups were built from, if any
+        return {"data_provenance": data if isinstance(data, dict) else {},
+                "market_provenance": {"groups": population.describe_groups(plan.market)},
+                "n_learners": learners}
+    return {"data_provenance": plan.market.dataset.provenance,
+            "market_provenance": plan.market.provenance, "n_learners": plan.market.n_learners}
+
+
 PROSE_FIELDS = ("description", "reported")  # config fields no run depends on
+# Config fields added after results were first written, with the value that means "as before":
+# left out of the config hash at that value, so earlier sweeps resume (their manifests lack them).
+LATER_DEFAULTS: dict[str, Any] = {"dynamics": "msgd", "population": None, "equilibrium": None,
+                                  "probing.start": "start", "engine.arrival": "uniform"}
+
+
+def _without_later_defaults(numbers: dict[str, Any]) -> dict[str, Any]:
+    for path, default in LATER_DEFAULTS.items():
+        *parents, leaf = path.split(".")
+        node = numbers
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node and node[leaf] == default:
+            del node[leaf]
+    return numbers
 
 
 def config_hash(config: ExperimentConfig, version: str | None = None) -> str:
@@ -213,7 +297,7 @@ def config_hash(config: ExperimentConfig, version: str | None = None) -> str:
     independent of key order and of key types (``0:`` and ``"0":`` are one key, as after the
     manifest's JSON round trip). ``description`` and ``reported`` (words and the paper's
     numbers) change no run, so editing them does not make finished sweeps run again."""
-    numbers = config.model_dump(mode="json", exclude=set(PROSE_FIELDS))
+    numbers = _without_later_defaults(config.model_dump(mode="json", exclude=set(PROSE_FIELDS)))
     text = canonical_json(numbers) + (version or code_version())
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -389,9 +473,7 @@ def run_experiment(
         if previous is not None and previous.get("chunk_sizes"):
             sizes = {int(k): int(v) for k, v in previous["chunk_sizes"].items()}
         else:
-            sizes = {g.index: chunk_size or driver.default_chunk_size(g.spec, plan.market,
-                                                                      len(g.run_ids))
-                     for g in plan.groups}
+            sizes = {g.index: chunk_size or default_chunk_size(plan, g) for g in plan.groups}
         obsolete = set(scan.damaged) | scan.failed()  # computed again below
         for key in obsolete:
             scan.committed.pop(key, None)
@@ -409,9 +491,7 @@ def run_experiment(
                 "sweep_id": sweep_id(digest, plan.inputs)},
             "inputs": plan.inputs,
             "versions": versions(), "git_sha": git_sha(),
-            "data_provenance": plan.market.dataset.provenance,
-            "market_provenance": plan.market.provenance, "baseline": plan.baseline,
-            "n_learners": plan.market.n_learners, "n_runs": plan.n_runs,
+            **_provenance(plan), "baseline": plan.baseline, "n_runs": plan.n_runs,
             "groups": [{"index": g.index, "static": g.static, "runs": len(g.run_ids),
                         "eval_steps": g.spec.eval_steps.tolist()} for g in plan.groups],
             "chunk_sizes": sizes,
@@ -441,9 +521,10 @@ def run_experiment(
                    else runner(plan, todo, sizes))
         try:
             for job, output, error, seconds in results:
-                runs, learners, market = chunk_frames(plan.groups[job.group], job, output, error,
-                                                      seconds)
-                store.write_chunk(job.key, runs, learners, market)
+                tables = chunk_tables(plan.groups[job.group], job, output, error, seconds)
+                runs = tables.pop("runs")
+                store.write_chunk(job.key, runs, tables.pop("learners"), tables.pop("market"),
+                                  extra=tables)
                 for status_ in runs["status"]:
                     counts[status_] += 1
                 done_runs += len(job.indices)
@@ -539,9 +620,7 @@ def dry_run(config: ExperimentConfig, out: str | Path, *, data_dir: str | None =
     timed("")  # closes the last phase
     timings.pop("", None)
     store = ResultsDir(Path(out))
-    sizes = {g.index: chunk_size or driver.default_chunk_size(g.spec, plan.market,
-                                                              len(g.run_ids))
-             for g in plan.groups}
+    sizes = {g.index: chunk_size or default_chunk_size(plan, g) for g in plan.groups}
     finished: set[str] = set()
     note = ""
     if store.manifest_path.is_file():
@@ -562,17 +641,32 @@ def dry_run(config: ExperimentConfig, out: str | Path, *, data_dir: str | None =
         jobs = [j for j in todo if j.group == g.index]
         lengths = sorted({len(j.indices) for j in jobs}, reverse=True)
         waves = -(-len(jobs) // workers)
-        seconds = waves * estimate_chunk_seconds(g.spec, plan.market.dataset, lengths[0]) \
-            if jobs else 0.0
+        population = g.spec.dynamics != "msgd"
+        if population:  # no time model yet (see bench_population.py, bench_equilibrium.py)
+            seconds = 0.0
+        else:
+            seconds = waves * estimate_chunk_seconds(g.spec, plan.market.dataset, lengths[0]) \
+                if jobs else 0.0
         groups.append({"index": g.index, "static": g.static, "runs": len(g.run_ids),
                        "pending": int(sum(len(j.indices) for j in jobs)),
                        "steps": g.spec.steps, "evals": len(g.spec.eval_steps),
                        "chunk_size": sizes[g.index], "chunks": len(jobs),
                        "programs": len(lengths),
-                       "bytes_per_run": bytes_per_run(g.spec, plan.market),
+                       "bytes_per_run": (
+                           0 if g.spec.dynamics == "equilibrium"
+                           else _population_bytes(g.spec, plan.market) if population
+                           else bytes_per_run(g.spec, plan.market)),
                        "seconds": seconds})
     return DryRun(config.name, Path(out), plan.n_runs, len(finished), groups, workers, timings,
                   note)
+
+
+def _population_bytes(run: Any, groups: Any) -> int:
+    """Working memory of one population run: parameters, allocations, risks and the recorded
+    metrics (a rough upper bound)."""
+    n, g, d = run.n_learners, groups.n_groups, groups.dim
+    evals = len(run.eval_steps)
+    return int(8 * (6 * n * (g + d * d) + evals * n * (g + 8)))
 
 
 def status(out: str | Path) -> dict[str, Any]:

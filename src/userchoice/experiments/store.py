@@ -4,6 +4,8 @@
     DIR/learners/<chunk>.parquet   run_id, step, learner, per-learner metrics
     DIR/market/<chunk>.parquet     run_id, step, market-wide metrics
     DIR/runs/<chunk>.parquet       run_id, group, knobs, static values, status, reason, …
+    DIR/groups/, allocations/, phases/   population dynamics only: per sub-population
+                                   (user_group), per learner × sub-population, per equilibrium
     DIR/writer.lock                the sweep writing into DIR (pid, host, start), while it runs
 
 A chunk's ``runs`` part is written last and marks its runs finished (the commit marker); it
@@ -53,7 +55,11 @@ try:  # POSIX; elsewhere the lock falls back to exclusive creation of the lock f
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-TABLES = ("runs", "learners", "market")
+TABLES = ("runs", "learners", "market")  # every chunk has these parts
+# Parts only some dynamics write (population dynamics: per sub-population, per learner and
+# sub-population, per equilibrium); a chunk's marker records which it has.
+EXTRA_TABLES = ("groups", "allocations", "phases")
+ALL_TABLES = TABLES + EXTRA_TABLES
 RUN_STATUSES = ("done", "diverged", "failed")  # a run's status in the runs table
 MANIFEST = "manifest.json"
 LOCK = "writer.lock"
@@ -295,7 +301,7 @@ def _recorded_counts(meta: pq.FileMetaData) -> dict[str, int] | None:
     if raw is None:
         return None  # written before row counts were recorded: footers are checked only
     counts = json.loads(raw.decode())
-    return {name: int(counts[name]) for name in TABLES}
+    return {name: int(counts[name]) for name in ALL_TABLES if name in counts}
 
 
 def _verify(folder: Path, key: str) -> tuple[pd.DataFrame | None, str | None]:
@@ -309,7 +315,8 @@ def _verify(folder: Path, key: str) -> tuple[pd.DataFrame | None, str | None]:
     if counts is not None and meta.num_rows != counts["runs"]:
         return None, (f"runs part {runs_part.name} has {meta.num_rows} rows, its marker "
                       f"records {counts['runs']}")
-    for name in ("learners", "market"):
+    extra = [name for name in EXTRA_TABLES if counts is not None and name in counts]
+    for name in ("learners", "market", *extra):
         part = folder / name / f"{key}.parquet"
         if not part.is_file():
             return None, f"{name} part {part.name} is missing"
@@ -418,21 +425,28 @@ class ResultsDir(SummaryRepr):
         os.replace(staged, target)
 
     def write_chunk(self, key: str, runs: pd.DataFrame, learners: pd.DataFrame,
-                    market: pd.DataFrame) -> None:
+                    market: pd.DataFrame, extra: dict[str, pd.DataFrame] | None = None
+                    ) -> None:
         """The chunk's parts, its ``runs`` part (the commit marker, recording the row counts of
-        all three) last."""
-        self._place("learners", key, lambda out: learners.to_parquet(out, index=False))
-        self._place("market", key, lambda out: market.to_parquet(out, index=False))
+        every part) last. ``extra``: parts of ``EXTRA_TABLES`` (non-empty ones are written)."""
+        parts = {"learners": learners, "market": market}
+        for name, frame in (extra or {}).items():
+            if name not in EXTRA_TABLES:
+                raise ValueError(f"extra table must be one of {EXTRA_TABLES}, got {name!r}")
+            if len(frame):
+                parts[name] = frame
+        for name, frame in parts.items():
+            self._place(name, key, lambda out, frame=frame: frame.to_parquet(out, index=False))
         table = pa.Table.from_pandas(runs, preserve_index=False)
-        counts = json.dumps({"runs": len(runs), "learners": len(learners),
-                             "market": len(market)}).encode()
+        counts = json.dumps({"runs": len(runs),
+                             **{name: len(frame) for name, frame in parts.items()}}).encode()
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                PARTS_KEY: counts})
         self._place("runs", key, lambda out: pq.write_table(table, out))
 
     def remove_chunk(self, key: str) -> None:
         """Delete a chunk's parts, its commit marker first."""
-        for name in TABLES:
+        for name in ALL_TABLES:
             (self.path / name / f"{key}.parquet").unlink(missing_ok=True)
 
     def remove_temporary(self) -> int:
@@ -450,7 +464,7 @@ class ResultsDir(SummaryRepr):
                 continue  # ours, or a live writer's of this host
             shutil.rmtree(staging, ignore_errors=True)
             removed += 1
-        for name in TABLES:
+        for name in ALL_TABLES:
             for stale in (self.path / name).glob(".*.parquet.*"):
                 stale.unlink(missing_ok=True)
                 removed += 1
@@ -462,7 +476,7 @@ class ResultsDir(SummaryRepr):
         if not self.locked:
             raise RuntimeError(f"remove_orphans needs the lock of {self.path}")
         removed = 0
-        for name in ("learners", "market"):
+        for name in ("learners", "market", *EXTRA_TABLES):
             for part in (self.path / name).glob("*.parquet"):
                 if part.stem not in committed:
                     part.unlink(missing_ok=True)
@@ -507,15 +521,16 @@ class ResultsDir(SummaryRepr):
 
     def table(self, name: str) -> pd.DataFrame:
         """One table, rows of committed (verified) chunks only, in a canonical order."""
-        if name not in TABLES:
-            raise ValueError(f"table must be one of {TABLES}, got {name!r}")
+        if name not in ALL_TABLES:
+            raise ValueError(f"table must be one of {ALL_TABLES}, got {name!r}")
         done = self.finished_chunks()
         parts = [pd.read_parquet(p) for p in sorted((self.path / name).glob("*.parquet"))
                  if p.stem in done]
         if not parts:
             return pd.DataFrame()
         frame = pd.concat(parts, ignore_index=True)
-        order = [c for c in ("group", "run_id", "step", "learner") if c in frame.columns]
+        order = [c for c in ("group", "run_id", "phase", "step", "learner", "user_group")
+                 if c in frame.columns]
         return frame.sort_values(order, kind="stable").reset_index(drop=True)
 
     # --------------------------------------------------------------------- results as data
