@@ -118,6 +118,23 @@ def applicable(spec: Any, defaults_only: bool = False) -> tuple[str, ...]:
                  and (not defaults_only or metric.default(spec)))
 
 
+def select(spec: Any, names: Any = None) -> tuple[str, ...]:
+    """The metrics a spec records: ``names`` (each must apply to it; the error lists those
+    that do) or, when None, every applicable metric it records by default. Every dynamics'
+    spec calls this in its ``__post_init__``."""
+    if names is None:
+        return applicable(spec, defaults_only=True)
+    if isinstance(names, str):
+        raise ValueError(f"metrics must be a sequence of names, got {names!r}")
+    chosen = tuple(names)
+    for name in chosen:
+        if not get_metric(name).applies(spec):
+            raise ValueError(f"metric {name!r} does not apply to this spec (it applies to: "
+                             f"{list(applicable(spec))}; e.g. it needs probing, update-all "
+                             f"copies, a classifier or another dynamics)")
+    return chosen
+
+
 def of_kind(kind: str, names: Any = None) -> tuple[str, ...]:
     """Registered metric names of one kind (restricted to ``names`` when given)."""
     chosen = METRICS.names() if names is None else tuple(names)

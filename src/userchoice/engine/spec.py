@@ -81,15 +81,7 @@ class EngineSpec:
             raise ValueError(f"probing must be a ProbingSpec or None, got {self.probing!r}")
         if self.probing is not None:
             self.probing.validate(self.n_learners)
-        if self.metrics is None:
-            object.__setattr__(self, "metrics", metric_table.applicable(self, defaults_only=True))
-        else:
-            chosen = tuple(self.metrics)
-            for name in chosen:
-                if not metric_table.get_metric(name).applies(self):
-                    raise ValueError(f"metric {name!r} does not apply to this spec (e.g. it "
-                                     f"needs probing, update-all copies or a classifier)")
-            object.__setattr__(self, "metrics", chosen)
+        object.__setattr__(self, "metrics", metric_table.select(self, self.metrics))
 
     @property
     def choice_rule(self) -> ChoiceRule:

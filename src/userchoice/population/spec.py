@@ -186,17 +186,7 @@ class PopulationSpec:
                 raise ValueError(f"probing must be a PopulationProbing or None, got "
                                  f"{self.probing!r}")
             self.probing.validate(self.n_learners, self.max_n)
-        if self.metrics is None:
-            object.__setattr__(self, "metrics", metric_table.applicable(self))
-        else:
-            if isinstance(self.metrics, str):
-                raise ValueError(f"metrics must be a sequence of names, got {self.metrics!r}")
-            chosen = tuple(self.metrics)
-            for name in chosen:
-                if not metric_table.get_metric(name).applies(self):
-                    raise ValueError(f"metric {name!r} does not apply to this spec (population "
-                                     f"metrics: {list(metric_table.applicable(self))})")
-            object.__setattr__(self, "metrics", chosen)
+        object.__setattr__(self, "metrics", metric_table.select(self, self.metrics))
 
     @property
     def max_n(self) -> int:
