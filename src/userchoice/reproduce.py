@@ -675,7 +675,9 @@ def render_summary(summaries: Sequence[dict[str, Any]], *, target: str, kind: st
         lines = [f"# Reproduction summary: {target} ({kind} configs)", "",
                  f"The neighbouring models of this research line (NEIGHBOURS.md): Su & Dean's "
                  f"streaming protocol (su_dean_…), Dean et al.'s participation dynamics "
-                 f"(dean_…), with probing where no paper has looked. Data: {data_note}. Each "
+                 f"(dean_…), Jagadeesan et al.'s competition for market share "
+                 f"(jagadeesan_…), with probing where no paper has looked. Data: {data_note}. "
+                 f"Each "
                  f"published claim is judged as a shape verdict on our runs (not a snapshot "
                  f"of numbers); the final values are ours, mean ± standard error over seeds.",
                  ""]
