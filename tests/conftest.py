@@ -187,3 +187,23 @@ def p0_only(source: Path, target: Path) -> Path:
 @pytest.fixture(scope="session")
 def results(tmp_path_factory) -> dict[str, Path]:
     return build_results(tmp_path_factory.getbasetemp() / "results")
+
+
+def edited_config(raw: dict, **changes):
+    """``config_from_dict`` of a deep copy of ``raw`` with dotted-path ``changes`` (a value of
+    None removes the field), for tests of one config's variants."""
+    import copy
+
+    from userchoice.experiments.config import config_from_dict
+
+    raw = copy.deepcopy(raw)
+    for dotted, value in changes.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return config_from_dict(raw)

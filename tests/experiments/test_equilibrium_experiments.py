@@ -3,10 +3,9 @@ planner, the runner and store, claim checks, figures and the neighbours target."
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
+from conftest import edited_config
 
 from userchoice import analysis
 from userchoice.equilibrium import paper_knobs, setting3, simulate_equilibrium
@@ -25,17 +24,7 @@ BASE = {
 
 
 def cfg(**changes):
-    raw = copy.deepcopy(BASE)
-    for dotted, value in changes.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        if value is None:
-            node.pop(leaf, None)
-        else:
-            node[leaf] = value
-    return config_from_dict(raw)
+    return edited_config(BASE, **changes)
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,10 @@ neighbours reproduction."""
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import edited_config
 
 from userchoice import analysis
 from userchoice.experiments.config import ConfigError, config_from_dict
@@ -37,17 +36,7 @@ BASE = {
 
 
 def cfg(**changes):
-    raw = copy.deepcopy(BASE)
-    for dotted, value in changes.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        if value is None:
-            node.pop(leaf, None)
-        else:
-            node[leaf] = value
-    return config_from_dict(raw)
+    return edited_config(BASE, **changes)
 
 
 @pytest.fixture(scope="module")
