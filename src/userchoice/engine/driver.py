@@ -35,6 +35,13 @@ def default_chunk_size(spec: EngineSpec, market: Market, n_runs: int) -> int:
     return -(-n_runs // n_chunks)
 
 
+def check_positive(name: str, value: Any) -> None:
+    """``value`` is None or a positive integer (chunk sizes, worker counts), else a
+    ``ValueError`` naming ``name``."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def chunk_bounds(n_runs: int, chunk_size: int) -> list[tuple[int, int]]:
     """``[lo, hi)`` of each chunk, in order; boundaries depend only on the two numbers."""
     return [(lo, min(lo + chunk_size, n_runs)) for lo in range(0, n_runs, chunk_size)]

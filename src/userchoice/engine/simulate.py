@@ -318,11 +318,6 @@ def _describe_knobs(knobs: Knobs) -> str:
     return "; ".join(parts)
 
 
-def _check_positive(name: str, value: Any) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 def validate(market: Market, spec: EngineSpec, knobs: Knobs,
              init_params: Params | None = None) -> None:
     """Every check ``simulate`` makes before compiling (errors name the field)."""
@@ -355,8 +350,8 @@ def simulate(
     ``benchmarks/bench_progress.py`` for the cost).
     ``timings`` separates compilation from simulation.
     """
-    _check_positive("chunk_size", chunk_size)
-    _check_positive("workers", workers)
+    driver.check_positive("chunk_size", chunk_size)
+    driver.check_positive("workers", workers)
     with jax.enable_x64(spec.dtype == "float64"):
         validate(market, spec, knobs, init_params)
         return _simulate_chunks(market, spec, knobs, init_params, chunk_size,

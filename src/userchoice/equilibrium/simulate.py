@@ -196,11 +196,6 @@ def validate_equilibrium(data: EquilibriumData, spec: EquilibriumSpec, knobs: Kn
     return shape, theta0
 
 
-def _check_positive(name: str, value: Any) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 def _chunking(n_runs: int, chunk_size: int | None, workers: int) -> int:
     if chunk_size is not None:
         return min(n_runs, chunk_size)
@@ -250,8 +245,8 @@ def simulate_equilibrium(data: EquilibriumData, spec: EquilibriumSpec, knobs: Kn
     each), ``workers`` chunks at a time (default: one per CPU core); the last chunk is padded,
     so every chunk reuses one compilation.
     """
-    _check_positive("chunk_size", chunk_size)
-    _check_positive("workers", workers)
+    driver.check_positive("chunk_size", chunk_size)
+    driver.check_positive("workers", workers)
     with jax.enable_x64(spec.dtype == "float64"):
         shape, theta = validate_equilibrium(data, spec, knobs, theta0)
         return _simulate(data, spec, knobs, theta, shape, chunk_size,

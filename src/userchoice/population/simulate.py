@@ -256,11 +256,6 @@ def validate_population(groups: GroupSet, spec: PopulationSpec, knobs: Knobs,
     return alloc, theta0
 
 
-def _check_positive(name: str, value: Any) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 def _chunking(n_runs: int, chunk_size: int | None, workers: int) -> int:
     if chunk_size is not None:
         return min(n_runs, chunk_size)
@@ -370,8 +365,8 @@ def simulate_population(groups: GroupSet, spec: PopulationSpec, knobs: Knobs,
     reuses one compilation. Logistic groups default to one worker (see the code: a hang of
     concurrent chunks in XLA:CPU).
     """
-    _check_positive("chunk_size", chunk_size)
-    _check_positive("workers", workers)
+    driver.check_positive("chunk_size", chunk_size)
+    driver.check_positive("workers", workers)
     with jax.enable_x64(spec.dtype == "float64"):
         alloc, theta = validate_population(groups, spec, knobs, allocation, theta0)
         # Logistic groups: one worker by default. Two concurrent chunks of the nested Newton
