@@ -174,9 +174,9 @@ class Evaluation:
     def choice_probabilities(self) -> jax.Array:
         """P(test user picks learner i) under the spec's choice rule, [Nt, n]."""
         dtype = self.test_losses.dtype
+        by = self.spec.choosing_losses(self.test_scores, self.data.y_test, self.test_losses)
         return self.spec.choice_rule.probabilities(
-            self.test_losses.T, self.data.favourite_test, self.data.rank_test.astype(dtype),
-            self.knobs)
+            by.T, self.data.favourite_test, self.data.rank_test.astype(dtype), self.knobs)
 
     @functools.cached_property
     def chosen_losses(self) -> jax.Array:

@@ -46,6 +46,23 @@ def loss(family: Any, s: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> np.
     return sq.sum(axis=-1) / family.n_outputs
 
 
+def choosing_loss(spec: Any, s: np.ndarray, y: np.ndarray, reported: np.ndarray
+                  ) -> np.ndarray:
+    """What users choose by: the reported loss, or the spec's choice loss of binary scores s
+    (the built-in ones, written out; a plug-in loss has no NumPy twin here)."""
+    if spec.choice_loss is None:
+        return reported
+    name = getattr(spec.choice_loss, "name", spec.choice_loss)
+    z = np.where(y == 1, 1.0, -1.0) * s / spec.loss_temperature  # (2y − 1) f / T
+    if name == "soft01":
+        return sigmoid(-z)
+    if name == "logistic":
+        return np.logaddexp(0.0, -z)
+    if name == "zero_one":
+        return ((s > 0).astype(int) != y).astype(float)
+    raise NotImplementedError(f"the reference has no NumPy form of choice loss {name!r}")
+
+
 def weighted_gradient(
     family: Any, theta: Any, x: np.ndarray, y: np.ndarray, w: np.ndarray | None, weights: np.ndarray
 ) -> Any:
@@ -252,7 +269,8 @@ def run_reference(
             out["update_all_test_loss"] = np.array([loss(family, s, yt, wt).mean() for s in ua])
             if classifier:
                 out["update_all_test_accuracy"] = np.array([correct(s, yt).mean() for s in ua])
-        probs = choice_probabilities(spec.choice, losses.T, market.preferences_test.favourite,
+        by = np.stack([choosing_loss(spec, scores[i], yt, losses[i]) for i in range(n)])
+        probs = choice_probabilities(spec.choice, by.T, market.preferences_test.favourite,
                                      market.preferences_test.rank.astype(float), k)
         out["market_share"] = probs.mean(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -296,9 +314,11 @@ def run_reference(
         users = draws.steps.batch[t]
         xb, yb = x[users], y[users]
         wb = None if w is None else w[users]
-        losses = np.stack([loss(family, score(family, theta[i], xb), yb, wb) for i in range(n)],
-                          axis=1)  # [B, n]
-        choice = choose(spec.choice, losses, fav[users], rank[users], _StepChoice(draws, t), k)
+        scores_b = [score(family, theta[i], xb) for i in range(n)]
+        losses = np.stack([loss(family, scores_b[i], yb, wb) for i in range(n)], axis=1)  # [B, n]
+        by = np.stack([choosing_loss(spec, scores_b[i], yb, losses[:, i]) for i in range(n)],
+                      axis=1)
+        choice = choose(spec.choice, by, fav[users], rank[users], _StepChoice(draws, t), k)
 
         # 2. Each learner's data gradient: mean over the users who chose it (0 if none).
         lr = learning_rate(spec.schedule, k["eta"], t)

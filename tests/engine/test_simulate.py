@@ -80,6 +80,14 @@ CLASSIFICATION_CASES = {
                                    probe([1], "preferred", refresh_every=4), {}, {"kappa": 0.2}),
     "eval-remainder-inv": (Logistic(), "tau_mixture", probe([0], "median"),
                            {"schedule": "inv", "eval_every": 7}, {}),
+    # users who choose by another loss than the learners train on
+    "choice-loss-soft01-logit": (Logistic(), "logit", probe([1], "median"),
+                                 {"choice_loss": "soft01", "loss_temperature": 0.5},
+                                 {"temperature": 0.2}),
+    "choice-loss-zero-one-tau": (Logistic(), "tau_mixture", None, {"choice_loss": "zero_one"},
+                                 {}),
+    "choice-loss-logistic-mlp": (MLP(hidden=6), "argmin", None,
+                                 {"choice_loss": "logistic", "loss_temperature": 2.0}, {}),
 }
 
 

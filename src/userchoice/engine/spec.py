@@ -12,6 +12,7 @@ import numpy as np
 
 from userchoice import metrics as metric_table
 from userchoice.choice import ChoiceRule, get_rule
+from userchoice.choice_losses import ChoiceLoss, get_choice_loss, learner_choice_losses
 from userchoice.families import Family
 from userchoice.market import Market
 from userchoice.probing import ProbingSpec
@@ -46,6 +47,11 @@ class EngineSpec:
     once per run from its arrival stream. Both one-pass arrivals need T·B ≤ the training
     population (``validate_market``). ``init`` (one of ``INITS``): the family's random
     initialisation, or ``uniform`` (every parameter U[0, 1)), drawn from the run's init stream.
+    ``choice_loss``: the loss users choose by (a name in ``choice_losses.CHOICE_LOSSES``, e.g.
+    ``zero_one`` for users who judge correctness, or a ``ChoiceLoss``) at ``loss_temperature``
+    T; None: the family's training loss (the paper's market). Learners train on, and metrics
+    report, the family's loss either way; the choice rule and every choice-weighted metric
+    (market share, local loss, potential) read the choice loss.
     """
 
     family: Family
@@ -62,6 +68,8 @@ class EngineSpec:
     metrics: tuple[str, ...] | None = None
     arrival: Literal["uniform", "stream", "shuffle"] = "uniform"
     init: Literal["family", "uniform"] = "family"
+    choice_loss: str | ChoiceLoss | None = None
+    loss_temperature: float = 1.0
 
     dynamics = "msgd"  # class constant: the metric and knob tables' name for this dynamics
 
@@ -77,6 +85,18 @@ class EngineSpec:
             raise ValueError(f"arrival must be one of {list(ARRIVALS)}, got {self.arrival!r}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {list(INITS)}, got {self.init!r}")
+        if self.choice_loss is not None:
+            loss = get_choice_loss(self.choice_loss)  # unknown names fail here
+            if self.family.task != "classification":
+                raise ValueError(f"choice_loss {loss.name!r} reads class labels: family "
+                                 f"{type(self.family).__name__} is a {self.family.task} "
+                                 f"family; leave choice_loss None (its training loss)")
+            if not loss.binary:
+                raise ValueError(f"choice_loss {loss.name!r} takes multiclass scores; the "
+                                 f"engine's classifiers score one logit per user")
+            if not (isinstance(self.loss_temperature, int | float)
+                    and self.loss_temperature > 0):
+                raise ValueError(f"loss_temperature must be > 0, got {self.loss_temperature!r}")
         if self.probing is not None and not isinstance(self.probing, ProbingSpec):
             raise ValueError(f"probing must be a ProbingSpec or None, got {self.probing!r}")
         if self.probing is not None:
@@ -86,6 +106,13 @@ class EngineSpec:
     @property
     def choice_rule(self) -> ChoiceRule:
         return get_rule(self.choice)
+
+    def choosing_losses(self, scores: jax.Array, y: jax.Array, losses: jax.Array) -> jax.Array:
+        """What users choose by, [n, N]: ``losses`` (the training loss) or the choice loss of
+        every learner's ``scores`` [n, N]."""
+        if self.choice_loss is None:
+            return losses
+        return learner_choice_losses(self.choice_loss, scores, y, self.loss_temperature)
 
     @property
     def eval_steps(self) -> np.ndarray:

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from userchoice import metrics as metric_table
 from userchoice.engine.spec import EngineSpec, MarketArrays
 from userchoice.engine.streams import RunKeys, arrival_order, draw_init, draw_step, run_keys
-from userchoice.families import Params, learner_losses
+from userchoice.families import Params, learner_losses, learner_scores
 from userchoice.knobs import KNOB_NAMES, Knobs
 from userchoice.probing import draw_probe_sets, pseudo_labels, source_index
 from userchoice.schedules import NORMALISATIONS, SCHEDULES
@@ -176,8 +176,10 @@ def step(spec: EngineSpec, data: MarketArrays, ctx: RunContext, state: RunState,
                                         state.theta_update_all)
     all_losses, pullback = jax.vjp(lambda th: learner_losses(family, th, xb, yb, wb), params)
     losses = all_losses[:n]  # [n, B]
+    by = losses if spec.choice_loss is None else spec.choosing_losses(
+        learner_scores(family, state.theta, xb), yb, losses)
     choice = spec.choice_rule.choose(
-        losses.T, data.favourite_train[draws.batch], data.rank_train[draws.batch].astype(dtype),
+        by.T, data.favourite_train[draws.batch], data.rank_train[draws.batch].astype(dtype),
         draws.choice, knobs)
     chosen = jax.nn.one_hot(choice, n, dtype=dtype)  # [B, n]
     counts = chosen.sum(axis=0)

@@ -18,18 +18,18 @@ ascent, warm-started); probing at equilibrium (NEIGHBOURS §D) subtracts p × a 
 - ``metrics``: the equilibrium metrics, registered in ``userchoice.metrics``.
 """
 
+from userchoice.choice_losses import (
+    CHOICE_LOSSES,
+    ChoiceLoss,
+    get_choice_loss,
+    predicted_labels,
+)
 from userchoice.equilibrium.data import (
     DataArrays,
     EquilibriumData,
     from_dataset,
     stack_data,
     with_bias,
-)
-from userchoice.equilibrium.losses import (
-    CHOICE_LOSSES,
-    ChoiceLoss,
-    get_choice_loss,
-    predicted_labels,
 )
 from userchoice.equilibrium.metrics import EquilibriumEvaluation
 from userchoice.equilibrium.settings import (

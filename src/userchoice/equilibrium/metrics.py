@@ -69,6 +69,13 @@ def _provider_loss(ev: EquilibriumEvaluation) -> jax.Array:
     return jnp.where(mk.shares > 0, own / jnp.where(mk.shares > 0, mk.shares, 1.0), jnp.nan)
 
 
+@register("global_loss", kind="learner", label="global loss", dynamics=EQUILIBRIUM,
+          meaning="E_x[ℓ_j(x)]: the provider's mean choice loss over every user, its own or "
+                  "not (the global performance of MSGD's test loss)")
+def _global_loss(ev: EquilibriumEvaluation) -> jax.Array:
+    return ev.market.losses @ ev.data.weight
+
+
 @register("rounds", kind="market", label="rounds", dynamics=EQUILIBRIUM,
           meaning="rounds of best responses run (to convergence, or max_rounds)")
 def _rounds(ev: EquilibriumEvaluation) -> jax.Array:

@@ -31,7 +31,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from userchoice.equilibrium.losses import predicted_labels
+from userchoice.choice_losses import predicted_labels
 from userchoice.registry import Registry
 
 EQUILIBRIUM_SOURCES: Registry[Any] = Registry("equilibrium probing source")

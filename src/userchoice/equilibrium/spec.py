@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from userchoice import metrics as metric_table
+from userchoice.choice_losses import ChoiceLoss, get_choice_loss
 from userchoice.equilibrium import metrics as _equilibrium_metrics  # noqa: F401  (registers)
-from userchoice.equilibrium.losses import ChoiceLoss, get_choice_loss
 from userchoice.equilibrium.sources import get_equilibrium_source
 
 DTYPES: tuple[str, ...] = ("float32", "float64")

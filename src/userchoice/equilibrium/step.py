@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from userchoice.choice_losses import ChoiceLoss, logistic
 from userchoice.equilibrium.data import DataArrays
-from userchoice.equilibrium.losses import ChoiceLoss, logistic
 from userchoice.knobs import Knobs
 
 if TYPE_CHECKING:  # the spec imports the metrics, which import this module

@@ -1,11 +1,14 @@
-"""The choice losses of the share-competition market (Jagadeesan et al., NeurIPS 2023).
+"""Choice losses: the loss a user's choice reads, a part of a market of its own.
 
-A *choice loss* ℓ(f(x), y) is what a user's choice reads: P_j(x) ∝ w_j e^{−ℓ_j(x)/c}. It is a
-separate, pluggable part of the market: the loss users choose by need not be the one a provider
-trains on (``EquilibriumSpec.train_loss``), e.g. users judge correctness (``zero_one``) while
-providers ascend a smooth surrogate of their share.
+A *choice loss* ℓ(f(x), y) is what users compare when they choose (every choice rule reads it:
+the streaming engine's rules in ``userchoice.choice``, the logit P_j(x) ∝ w_j e^{−ℓ_j(x)/c} of
+the share-competition market of Jagadeesan et al., NeurIPS 2023). The loss users choose by need
+not be the one a learner trains on: in the streaming engine ``EngineSpec.choice_loss`` (default:
+the family's training loss), in the equilibrium ``EquilibriumSpec.choice_loss`` beside its
+``train_loss``, e.g. users judge correctness (``zero_one``) while providers ascend a smooth
+surrogate.
 
-Built-in losses (``CHOICE_LOSSES``), with T the loss temperature (``EquilibriumSpec``):
+Built-in losses (``CHOICE_LOSSES``), with T the loss temperature (``loss_temperature``):
 
 - ``soft01``             |y − σ(f/T)|, binary scores f [N] (the paper's soft 0-1 loss);
 - ``soft01_multiclass``  ½‖onehot(y) − softmax(f/T)‖₁ = 1 − softmax(f/T)_y, scores [N, K];
@@ -98,3 +101,11 @@ CHOICE_LOSSES.register("soft01_multiclass",
                        ChoiceLoss("soft01_multiclass", soft01_multiclass, binary=False))
 CHOICE_LOSSES.register("zero_one", ChoiceLoss("zero_one", zero_one, smooth=False))
 CHOICE_LOSSES.register("logistic", ChoiceLoss("logistic", logistic))
+
+
+def learner_choice_losses(loss: str | ChoiceLoss, scores: jax.Array, y: jax.Array,
+                          temperature: float) -> jax.Array:
+    """Every learner's choice loss on the same users: scores [n, N] (binary) or [n, N, K]
+    (multiclass) and labels y [N] → [n, N]."""
+    fn = get_choice_loss(loss)
+    return jax.vmap(lambda s: fn(s, y, temperature))(scores)
