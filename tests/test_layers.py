@@ -14,7 +14,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("data",),  # every data.* module
     ("preferences",),
     ("market", "synthetic", "theory"),
-    ("families", "choice", "schedules"),
+    ("families", "choice", "choice_losses", "schedules"),
     ("probing", "metrics"),
     # engine.* modules; frames: results as data; population.*: Dean et al.'s dynamics;
     # equilibrium.*: Jagadeesan et al.'s share competition
@@ -24,8 +24,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("experiments", "experiments.plan", "experiments.runner", "experiments.ray_runner",
      "experiments.population", "experiments.equilibrium"),
     ("analysis", "analysis_population"),
-    ("plots", "plots_population", "plots_equilibrium"),
-    ("report", "demo", "reproduce"),
+    ("plots", "plots_population", "plots_equilibrium", "plots_compare"),
+    ("report", "demo", "reproduce", "compare"),
     ("cli", "__main__", ""),  # "" is the package's __init__ (public re-exports)
 ]
 

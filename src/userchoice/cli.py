@@ -684,6 +684,57 @@ def _dry_run(cfg, dest: Path, data_dir: Path | None, workers: int | None) -> Non
     console.print("dry run: nothing computed, nothing written")
 
 
+@app.command("compare")
+def compare_command(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML of a streaming market "
+                                                "(dynamics msgd), or SET/NAME.")],
+    dynamics: Annotated[str | None, typer.Option(
+        help="Comma-separated dynamics to run the market under (msgd, population, "
+             "equilibrium); default: every one the market admits.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override key.sub=value: engine.* goes to msgd, population.* and "
+                      "equilibrium.* to theirs, a knob to every dynamics that reads it, the "
+                      "rest to all.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: "
+                                                  "results/<name>-compare).")] = None,
+    figure: Annotated[bool, typer.Option(help="Write compare.png and compare.pdf.")] = True,
+    executor: Executor = "local",
+    address: Address = None,
+    workers: Workers = None,
+    data_dir: DataDir = None,
+) -> None:
+    """One market, every lens: run a streaming market under each dynamics it admits (each as
+    OUT/configs/<dynamics>.yaml, results in OUT/<dynamics>/) and write one table (compare.csv)
+    and figure of final global risk, market share and social loss side by side."""
+    from userchoice.compare import compare, wide
+    from userchoice.experiments.config import ConfigError
+    from userchoice.experiments.paths import load_experiment
+
+    console = Console()
+    names = None if dynamics is None else [d.strip() for d in dynamics.split(",") if d.strip()]
+    try:
+        cfg = load_experiment(config, [], data_dir=data_dir)
+        dest = out or Path("results") / f"{cfg.name}-compare"
+        result = compare(cfg, dest, names, overrides=set_ or [], figure=figure,
+                         sweep=lambda c, d: _sweep(c, d, executor, address, data_dir, workers))
+    except ConfigError as err:
+        console.print(f"[red]{_escape(err)}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from err
+    table = wide(result.table)
+    shown = Table(title=f"{cfg.name}: one market, every lens (final values, mean over seeds)",
+                  title_justify="left")
+    for column in table.columns:
+        shown.add_column(str(column), justify="right")
+    from userchoice.analysis import format_number
+
+    for row in table.itertuples(index=False):
+        shown.add_row(*[("market" if v == -1 else str(v)) if c == "learner"
+                        else format_number(v) if isinstance(v, float) else str(v)
+                        for c, v in zip(table.columns, row, strict=True)])
+    console.print(shown)
+    console.print("wrote " + ", ".join(str(f) for f in result.files))
+
+
 @app.command()
 def resume(
     directory: Annotated[Path, typer.Argument(help="A results directory.")],

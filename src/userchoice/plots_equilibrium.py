@@ -30,7 +30,9 @@ from userchoice.plots import (
 
 M = "market_n_learners"
 PARAMETERS = {"equilibrium_alpha": "α (P(y = 0))", "equilibrium_sigma": "σ (feature noise)",
-              "equilibrium_D": "D (representation)", "p": "probing weight p"}
+              "equilibrium_D": "D (representation)",
+              "equilibrium_features": "k (features in the representation)",
+              "p": "probing weight p"}
 
 
 def _final(res: Results) -> pd.DataFrame | None:

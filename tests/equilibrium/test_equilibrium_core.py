@@ -163,6 +163,11 @@ def test_shares_sum_to_one_and_metrics_are_consistent(setting2_runs):
     assert np.all(np.isclose(bayes * 300, np.round(bayes * 300), atol=1e-3))
     losses = result.metrics["provider_loss"]
     assert np.all((losses >= 0) & (losses <= 1))
+    # E_x[ℓ_j] = S_j·(loss of j's users) + (1 − S_j)·(loss of the others): between the two
+    glob = result.metrics["global_loss"]
+    assert np.all((glob >= 0) & (glob <= 1)) and glob.shape == (2, 3)
+    own = result.metrics["equilibrium_share"] * losses
+    assert np.all(glob >= own - 1e-6)  # E_x[ℓ_j] ≥ E_x[P_j ℓ_j] = S_j · (loss of j's users)
 
 
 def test_one_provider_serves_everyone():
@@ -170,6 +175,11 @@ def test_one_provider_serves_everyone():
                                   paper_knobs(1, seed=[0]))
     np.testing.assert_allclose(result.metrics["equilibrium_share"], 1.0)
     assert result.converged.all()
+    # a sole provider serves every user: its global loss is its users' loss and the social loss
+    np.testing.assert_allclose(result.metrics["global_loss"][:, 0],
+                               result.metrics["social_loss"], rtol=1e-5)
+    np.testing.assert_allclose(result.metrics["global_loss"], result.metrics["provider_loss"],
+                               rtol=1e-5)
 
 
 def test_probing_with_p_zero_equals_no_probing_exactly():

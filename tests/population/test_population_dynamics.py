@@ -66,6 +66,10 @@ def test_even_split_is_a_fixed_point_with_the_papers_total_risk(experiment_a):
     even = closed_form_total([[0, 1, 2]])  # both learners at the mean of all three φ
     assert even == pytest.approx(4.173, abs=1e-3)  # the paper's number
     np.testing.assert_allclose(result.metrics["total_risk"][0], even, rtol=1e-12)
+    # identical learners: each one's global risk is the average user's risk
+    np.testing.assert_allclose(result.metrics["global_risk"][0],
+                               np.repeat(result.metrics["average_risk"][0][:, None], 2, 1),
+                               rtol=1e-12)
     np.testing.assert_allclose(result.final_allocation[0], EVEN, atol=1e-15)
     assert result.converged[0, 0] and result.phase_end[0, 0] == SPEC_A.patience + 1
 
@@ -87,6 +91,10 @@ def test_perturbations_reach_distinct_segmented_equilibria_in_closed_form(experi
         for i, groups in enumerate(segments):  # a segment's learner: the mean of its φ
             np.testing.assert_allclose(result.final_theta[run, i], PHI[groups].mean(0),
                                        atol=1e-5)
+            # its global risk: every group's risk ‖θ_i − φ_j‖² + σ² at that mean, averaged
+            centre = PHI[groups].mean(0)
+            np.testing.assert_allclose(result.metrics["global_risk"][run, -1, i],
+                                       (((PHI - centre) ** 2).sum(1) + 1.0).mean(), atol=1e-4)
         partitions.add(frozenset(frozenset(s) for s in segments))
     assert len(partitions) == 3  # each perturbation: a different equilibrium
     optimum = min(closed_form_total([list(a), [j for j in range(3) if j not in a]])

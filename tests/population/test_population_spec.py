@@ -34,8 +34,8 @@ def test_shape_properties():
 
 def test_default_metrics_are_the_population_ones():
     spec = PopulationSpec(n_learners=2, steps=5)
-    assert set(spec.metrics) == {"total_risk", "average_risk", "learner_risk", "share",
-                                 "group_risk", "relative_excess_risk", "segmentation",
+    assert set(spec.metrics) == {"total_risk", "average_risk", "learner_risk", "global_risk",
+                                 "share", "group_risk", "relative_excess_risk", "segmentation",
                                  "n_learners", "allocation"}
     probed = PopulationSpec(n_learners=2, steps=5, probing=PopulationProbing((0,)))
     assert "population_probe_risk" in probed.metrics

@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from userchoice.choice import CHOICE_RULES, get_rule
+from userchoice.choice_losses import CHOICE_LOSSES, get_choice_loss
 from userchoice.data.registry import get_dataset
 from userchoice.engine.spec import working_bytes
 from userchoice.families import FAMILIES
@@ -266,6 +267,7 @@ SourceName = Annotated[str, _registered(SOURCES, _any_source)]
 ScheduleName = Annotated[str, _registered(SCHEDULES)]
 NormalisationName = Annotated[str, _registered(NORMALISATIONS)]
 MetricName = Annotated[str, _registered(METRICS)]
+ChoiceLossName = Annotated[str, _registered(CHOICE_LOSSES, get_choice_loss)]
 
 
 class LearnerConfig(_Strict):
@@ -321,6 +323,12 @@ class EngineConfig(_Strict):
         "each step), `stream` (one pass over the training users in dataset order: step t takes "
         "users t·B … t·B + B − 1, Su & Dean's protocol) or `shuffle` (one pass in a random order "
         "per seed); one-pass arrivals need steps × batch_size ≤ the training users")
+    choice_loss: ChoiceLossName | None = Field(
+        None, description="the loss users choose by (a name in `choice_losses.CHOICE_LOSSES`: "
+        "soft01, zero_one, logistic; classification families only); none: the learners' "
+        "training loss. Learners still train on, and metrics report, the training loss")
+    loss_temperature: Positive = Field(1.0, description="T of the choice loss (soft01: "
+                                       "|y − σ(f/T)|, logistic: −log σ((2y − 1)f/T))")
 
 
 class ProbingConfig(_Strict):
@@ -477,9 +485,14 @@ class EquilibriumConfig(_Strict):
     n_points: Count = Field(10_000, description="synthetic settings: users drawn")
     data_seed: Index = Field(0, description="synthetic settings: seed of the users' draw")
     split: Literal["train", "test", "all"] = Field("train", description="dataset: which users")
-    choice_loss: str = Field("soft01", description="the loss users choose by (registered in "
-                             "`equilibrium.CHOICE_LOSSES`: soft01, soft01_multiclass, zero_one, "
-                             "logistic)")
+    features: Count | None = Field(
+        None, description="dataset: the representation, the first k of the dataset's features "
+        "(plus the bias); sweep it (`static_grid: {equilibrium.features: [...]}`) for a "
+        "representation ladder: nested feature subsets, or with `pca_components` the first k "
+        "principal components; none: every feature")
+    choice_loss: ChoiceLossName = Field(
+        "soft01", description="the loss users choose by (registered in "
+        "`choice_losses.CHOICE_LOSSES`: soft01, soft01_multiclass, zero_one, logistic)")
     loss_temperature: Positive = Field(0.1, description="T of the soft 0-1 loss |y − σ(f/T)|")
     lr: Positive = Field(0.1, description="best-response gradient ascent: step size")
     steps: Count = Field(5000, description="best-response gradient ascent: steps per response")
@@ -493,6 +506,8 @@ class EquilibriumConfig(_Strict):
 
     @model_validator(mode="after")
     def _complete(self) -> EquilibriumConfig:
+        if self.features is not None and self.setting != "dataset":
+            raise ValueError("equilibrium.features applies to setting 'dataset' only")
         need = {1: "alpha", 2: "sigma", 3: "D"}.get(self.setting)  # type: ignore[call-overload]
         if need is not None and getattr(self, need) is None:
             raise ValueError(f"equilibrium.{need} is required for equilibrium.setting = "
@@ -947,6 +962,11 @@ class ExperimentConfig(_Strict):
                 raise ValueError("probing.start applies to dynamics 'population' only")
             if self.probing is not None:
                 get_source(self.probing.source)  # MSGD-P's sources (the error lists them)
+            loss = self.engine.choice_loss
+            if loss is not None and FAMILIES.get(self.learner.family).task != "classification":
+                raise ValueError(f"engine.choice_loss {loss!r} reads class labels: learner "
+                                 f"family {self.learner.family!r} is not a classifier; remove "
+                                 f"engine.choice_loss (users then choose by the training loss)")
             return
         if self.dynamics == "equilibrium":
             self._check_equilibrium()

@@ -12,6 +12,7 @@ run and whether the stop rule held.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ class EquilibriumRun:
     parameter: float | None
     n_points: int
     data_seed: int
+    features: int | None = None  # dataset: keep the first k features (and the bias)
 
     dynamics = "equilibrium"
 
@@ -74,7 +76,23 @@ class EquilibriumRun:
                             pad_to=5)
         if dataset_users is None:
             raise ValueError("equilibrium.setting = 'dataset' needs the plan's users")
-        return dataset_users
+        return representation(dataset_users, self.features)
+
+
+def representation(users: EquilibriumData, features: int | None) -> EquilibriumData:
+    """The users seen through their first ``features`` features (the bias, last, kept). The
+    dropped features are set to zero rather than removed: a zero column changes no model, so
+    every rung of a ladder has one shape and one compilation."""
+    if features is None:
+        return users
+    d = users.x.shape[-1] - 1  # the last column is the bias
+    if features > d:
+        raise ConfigError(f"equilibrium.features = {features}, but the dataset's users have "
+                          f"{d} features")
+    x = np.array(users.x, float)
+    x[..., features:d] = 0.0
+    provenance = {**users.provenance, "features": features}
+    return dataclasses.replace(users, x=x, provenance=provenance)
 
 
 class DatasetUsers:
@@ -137,7 +155,8 @@ def equilibrium_run(config: ExperimentConfig, static: dict[str, Any]) -> Equilib
         raise ConfigError(f"equilibrium: {error}") from None
     setting = section["setting"]
     parameter = {1: section["alpha"], 2: section["sigma"], 3: section["D"]}.get(setting)
-    return EquilibriumRun(spec, setting, parameter, section["n_points"], section["data_seed"])
+    return EquilibriumRun(spec, setting, parameter, section["n_points"], section["data_seed"],
+                          section["features"])
 
 
 def make_equilibrium_groups(config: ExperimentConfig, inputs: list[dict[str, Any]] | None

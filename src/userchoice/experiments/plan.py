@@ -201,7 +201,8 @@ def run_id(config: ExperimentConfig, static: dict[str, Any], knobs: dict[str, An
         "init": config.init.model_dump(mode="json"),
         # Fields added later leave the ids of earlier configs unchanged at their default.
         "engine": config.engine.model_dump(mode="json", exclude={
-            name for name, default in (("metrics", None), ("arrival", "uniform"))
+            name for name, default in (("metrics", None), ("arrival", "uniform"),
+                                       ("choice_loss", None), ("loss_temperature", 1.0))
             if getattr(config.engine, name) == default} or None),
         "probing": None if config.probing is None else config.probing.model_dump(
             mode="json", exclude={"start"} if config.probing.start == "start" else None),
@@ -220,8 +221,9 @@ def _population_run_id(config: ExperimentConfig, static: dict[str, Any],
         "market": config.market.model_dump(mode="json"),
         "population": None if config.population is None
         else config.population.model_dump(mode="json"),
-        "equilibrium": None if config.equilibrium is None
-        else config.equilibrium.model_dump(mode="json"),
+        "equilibrium": None if config.equilibrium is None  # a later field, left out at None
+        else config.equilibrium.model_dump(mode="json", exclude={"features"} if
+                                           config.equilibrium.features is None else None),
         "probing": None if config.probing is None else config.probing.model_dump(mode="json"),
         "static": static, "knobs": knobs, "version": code_version(),
     }

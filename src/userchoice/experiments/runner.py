@@ -278,7 +278,9 @@ PROSE_FIELDS = ("description", "reported")  # config fields no run depends on
 # Config fields added after results were first written, with the value that means "as before":
 # left out of the config hash at that value, so earlier sweeps resume (their manifests lack them).
 LATER_DEFAULTS: dict[str, Any] = {"dynamics": "msgd", "population": None, "equilibrium": None,
-                                  "probing.start": "start", "engine.arrival": "uniform"}
+                                  "probing.start": "start", "engine.arrival": "uniform",
+                                  "engine.choice_loss": None, "engine.loss_temperature": 1.0,
+                                  "equilibrium.features": None}
 
 
 def _without_later_defaults(numbers: dict[str, Any]) -> dict[str, Any]:

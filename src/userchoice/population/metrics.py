@@ -82,6 +82,13 @@ def _learner_risk(ev: PopulationEvaluation) -> jax.Array:
     return ev.per_learner(jnp.where(ev.learner_mass > 0, own / ev.learner_mass, jnp.nan))
 
 
+@register("global_risk", kind="learner", label="global risk", dynamics=POPULATION,
+          meaning="Σ_j β_j R_j(θ_i) / Σ_j β_j: the learner's risk over the whole population, "
+                  "its users or not (the global performance of MSGD's test loss)")
+def _global_risk(ev: PopulationEvaluation) -> jax.Array:
+    return ev.per_learner(ev.risks @ ev.arrays.beta / ev.arrays.beta.sum())
+
+
 @register("share", kind="learner", label="population share", dynamics=POPULATION,
           higher_is_better=True,
           meaning="Σ_j β_j α_ij / Σ_j β_j: the learner's share of the population")
