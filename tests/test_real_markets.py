@@ -7,6 +7,9 @@ by that learner must narrow the gap. Skipped, saying why, where a staged file is
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import SHARED_DATA
@@ -79,9 +82,17 @@ def test_amazon_trap_and_probing(tmp_path_factory):
     pytest.importorskip("sentence_transformers", reason="the text extra is not installed")
     from userchoice.data.amazon import PAPER_CATEGORIES, load_amazon
 
-    dataset = load_amazon(AMAZON, allow_missing_categories=True, n_per_category=150,
-                          test_fraction=0.2, seed=0,
-                          cache_dir=tmp_path_factory.mktemp("embeddings"))
+    options = {"allow_missing_categories": True, "n_per_category": 150, "test_fraction": 0.2,
+               "seed": 0, "cache_dir": str(tmp_path_factory.mktemp("embeddings"))}
+    # Encode with MiniLM (PyTorch) in a fresh process, then read the cache here: in this long
+    # test process, after thousands of XLA programs were compiled and freed, PyTorch's model
+    # load crashed the interpreter inside libgcc's unwinder (SIGSEGV/SIGABRT, twice in a full
+    # suite, never alone), so torch must not run in the process that ran JAX.
+    code = ("import sys; from userchoice.data.amazon import load_amazon; "
+            f"load_amazon(sys.argv[1], **{options!r})")
+    subprocess.run([sys.executable, "-c", code, str(AMAZON)], check=True, timeout=600)
+    dataset = load_amazon(AMAZON, **options)
+    assert dataset.provenance["embedder"]["cache_misses"] == 0  # no encoding in this process
     present = tuple(c for c in PAPER_CATEGORIES
                     if c not in dataset.provenance["categories_omitted"])
     market = make_market(dataset, "category", len(present), attribute="category",
