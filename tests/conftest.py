@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 
 from userchoice.data.dataset import Dataset
+from userchoice.engine.compile_cache import clear_programs
 from userchoice.experiments.config import config_from_dict
 from userchoice.experiments.runner import local_runner, run_experiment
 from userchoice.market import Market
@@ -42,6 +44,16 @@ def _ml100k_zip(target: Path) -> None:
     if source.is_file():
         with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as archive:
             archive.writestr("ml-100k/u.data", gzip.decompress(source.read_bytes()))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_compiled_programs() -> Iterator[None]:
+    """After each test module, drop the compiled programs it left (each holds hundreds of
+    memory maps): one process running the whole suite otherwise reaches the kernel's map
+    limit and crashes. The next module loads a shape it shares from the disk cache."""
+    yield
+    clear_programs()
+    gc.collect()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,10 +7,6 @@ by that learner must narrow the gap. Skipped, saying why, where a staged file is
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from conftest import SHARED_DATA
@@ -78,12 +74,14 @@ def test_movielens_trap_and_probing():
     assert trapped - rescued > 0.3 * (trapped - pooled)
 
 
-def amazon_trap_and_probing(cache_dir: str) -> None:
-    """The Amazon check's body; run in a fresh interpreter by the test below."""
+@needs(AMAZON)
+def test_amazon_trap_and_probing(tmp_path_factory):
+    pytest.importorskip("sentence_transformers", reason="the text extra is not installed")
     from userchoice.data.amazon import PAPER_CATEGORIES, load_amazon
 
     dataset = load_amazon(AMAZON, allow_missing_categories=True, n_per_category=150,
-                          test_fraction=0.2, seed=0, cache_dir=cache_dir)
+                          test_fraction=0.2, seed=0,
+                          cache_dir=tmp_path_factory.mktemp("embeddings"))
     present = tuple(c for c in PAPER_CATEGORIES
                     if c not in dataset.provenance["categories_omitted"])
     market = make_market(dataset, "category", len(present), attribute="category",
@@ -96,19 +94,3 @@ def amazon_trap_and_probing(cache_dir: str) -> None:
         batch_size=150, steps=4000, eval_every=1000, tau=0.7, eta=0.05, lam=1e-9)
     assert trapped < pooled - 0.10
     assert rescued - trapped > 0.5 * (pooled - trapped)
-
-
-@needs(AMAZON)
-def test_amazon_trap_and_probing(tmp_path_factory):
-    """Run in a fresh interpreter: late in the full suite, after thousands of XLA programs
-    were compiled and freed in this process, this check (MiniLM via PyTorch, then the engine)
-    aborted the interpreter inside libgcc's unwinder (SIGSEGV/SIGABRT, three full suites in a
-    row, never when run alone)."""
-    pytest.importorskip("sentence_transformers", reason="the text extra is not installed")
-    here = Path(__file__).parent
-    code = ("import sys; sys.path[:0] = sys.argv[1:3]; import test_real_markets as t; "
-            "t.amazon_trap_and_probing(sys.argv[3])")
-    done = subprocess.run([sys.executable, "-c", code, str(here), str(here.parent / "src"),
-                           str(tmp_path_factory.mktemp("embeddings"))],
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-4000:]

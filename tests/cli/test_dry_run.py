@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from userchoice.cli import app
 from userchoice.engine import driver
-from userchoice.engine.simulate import _EXECUTABLES  # the compiled programs (a cache)
+from userchoice.engine.simulate import _PROGRAMS  # the compiled programs (a cache)
 from userchoice.engine.spec import bytes_per_run
 from userchoice.experiments.config import config_from_dict
 from userchoice.experiments.plan import plan_without_fits
@@ -59,9 +59,9 @@ def test_dry_run_counts_are_the_planners(tmp_path, three_run_chunks):
     assert set(estimate.setup_seconds) == {"loading data"}
 
     # the sweep compiles exactly the programs the dry run counted, then nothing is pending
-    before = set(_EXECUTABLES)
+    before = set(_PROGRAMS.keys())
     run_experiment(config, tmp_path / "out")
-    assert len(set(_EXECUTABLES) - before) == estimate.compilations
+    assert len(set(_PROGRAMS.keys()) - before) == estimate.compilations
     again = dry_run(config, tmp_path / "out")
     assert again.finished == again.runs == 14
     assert again.chunks == again.compilations == again.pending == 0

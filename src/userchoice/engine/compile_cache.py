@@ -15,7 +15,10 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from pathlib import Path
+from typing import Any
 
 import jax
 
@@ -64,3 +67,62 @@ def enable() -> Path | None:
         jax.config.update("jax_compilation_cache_dir", str(folder))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
         return folder
+
+
+# --------------------------------------------------------------------------- in memory
+# Compiled programs of this process, per dynamics. Bounded: each XLA:CPU executable holds a
+# few memory maps, and a long process (a notebook, a test suite) that kept every shape it ever
+# compiled would run into the kernel's per-process map limit (vm.max_map_count, 65530) and
+# crash inside the next C++ exception. An evicted shape is loaded back from the disk cache.
+MAX_PROGRAMS = 32
+
+_caches: list[ProgramCache] = []
+
+
+class ProgramCache:
+    """Compiled programs by key, least recently used evicted beyond ``maxsize``; one lock per
+    key, so threads running chunks of one shape compile it once."""
+
+    def __init__(self, maxsize: int = MAX_PROGRAMS) -> None:
+        self.maxsize = maxsize
+        self._programs: OrderedDict[Hashable, Any] = OrderedDict()
+        self._locks: dict[Hashable, threading.Lock] = {}
+        self._guard = threading.Lock()
+        _caches.append(self)
+
+    def get(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        """The programs under ``key``, from ``build()`` (with the disk cache on) if absent."""
+        with self._guard:
+            if key in self._programs:
+                self._programs.move_to_end(key)
+                return self._programs[key]
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._guard:
+                if key in self._programs:
+                    return self._programs[key]
+            enable()
+            programs = build()
+            with self._guard:
+                self._programs[key] = programs
+                while len(self._programs) > self.maxsize:
+                    self._programs.popitem(last=False)
+                self._locks.pop(key, None)
+        return programs
+
+    def keys(self) -> list[Hashable]:
+        """The keys held, least recently used first."""
+        with self._guard:
+            return list(self._programs)
+
+    def clear(self) -> None:
+        with self._guard:
+            self._programs.clear()
+
+
+def clear_programs() -> None:
+    """Drop every compiled program this process holds (ours and JAX's own caches), freeing
+    their memory; the next run of a shape loads it from the disk cache or compiles it."""
+    for programs in _caches:
+        programs.clear()
+    jax.clear_caches()

@@ -113,29 +113,24 @@ def _jitted(spec: EngineSpec, x64: bool, length: int) -> tuple[Callable, Callabl
     return start, segment
 
 
-_EXECUTABLES: dict[tuple, Programs] = {}
-_COMPILE_LOCKS: dict[tuple, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
+_PROGRAMS = compile_cache.ProgramCache()
 
 
 def _executable(spec: EngineSpec, data: MarketArrays, init: Params | None, part: Knobs
                 ) -> Programs:
     """Ahead-of-time compiled programs for these shapes (cached), so compile time is
-    measurable. One lock per shape: threads running chunks of the same group compile once."""
+    measurable."""
     shapes = jax.tree_util.tree_map(lambda a: (a.shape, str(a.dtype)), (data, init, part))
     length = segment_length(len(spec.eval_steps))
-    key = (spec, jax.config.jax_enable_x64, repr(shapes), length)
-    with _LOCKS_GUARD:
-        lock = _COMPILE_LOCKS.setdefault(key, threading.Lock())
-    with lock:
-        if key not in _EXECUTABLES:
-            compile_cache.enable()
-            start, segment = _jitted(spec, bool(jax.config.jax_enable_x64), length)
-            ctx, state = jax.eval_shape(start, data, init, part)
-            _EXECUTABLES[key] = Programs(
-                start.lower(data, init, part).compile(),
-                segment.lower(data, ctx, state, jnp.int32(0)).compile(), length)
-    return _EXECUTABLES[key]
+    x64 = bool(jax.config.jax_enable_x64)
+
+    def build() -> Programs:
+        start, segment = _jitted(spec, x64, length)
+        ctx, state = jax.eval_shape(start, data, init, part)
+        return Programs(start.lower(data, init, part).compile(),
+                        segment.lower(data, ctx, state, jnp.int32(0)).compile(), length)
+
+    return _PROGRAMS.get((spec, x64, repr(shapes), length), build)
 
 
 class UnknownMetricError(KeyError, ValueError):

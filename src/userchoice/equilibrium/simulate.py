@@ -13,7 +13,6 @@ shared by every run enter the programs once (their Bayes risk: once per chunk); 
 from __future__ import annotations
 
 import functools
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -128,27 +127,22 @@ def _jitted(spec: EquilibriumSpec, x64: bool, shape: tuple[int, ...], per_run: b
                 spec, data, state, knobs, bayes, limit, axis)))
 
 
-_EXECUTABLES: dict[tuple, Programs] = {}
-_LOCKS: dict[tuple, threading.Lock] = {}
-_GUARD = threading.Lock()
+_PROGRAMS = compile_cache.ProgramCache()
 
 
 def _programs(spec: EquilibriumSpec, data: DataArrays, knobs: Knobs, theta0: Any,
               shape: tuple[int, ...], per_run: bool) -> Programs:
-    """Ahead-of-time compiled programs for these shapes (cached; one lock per shape)."""
+    """Ahead-of-time compiled programs for these shapes (cached)."""
     shapes = jax.tree_util.tree_map(lambda a: (a.shape, str(a.dtype)), (data, knobs, theta0))
-    key = (spec, bool(jax.config.jax_enable_x64), repr(shapes), shape, per_run)
-    with _GUARD:
-        lock = _LOCKS.setdefault(key, threading.Lock())
-    with lock:
-        if key not in _EXECUTABLES:
-            compile_cache.enable()
-            start, step = _jitted(spec, bool(jax.config.jax_enable_x64), shape, per_run)
-            state, bayes = jax.eval_shape(start, data, knobs, theta0)
-            _EXECUTABLES[key] = Programs(
-                start.lower(data, knobs, theta0).compile(),
-                step.lower(data, state, knobs, bayes, jnp.int32(0)).compile())
-    return _EXECUTABLES[key]
+    x64 = bool(jax.config.jax_enable_x64)
+
+    def build() -> Programs:
+        start, step = _jitted(spec, x64, shape, per_run)
+        state, bayes = jax.eval_shape(start, data, knobs, theta0)
+        return Programs(start.lower(data, knobs, theta0).compile(),
+                        step.lower(data, state, knobs, bayes, jnp.int32(0)).compile())
+
+    return _PROGRAMS.get((spec, x64, repr(shapes), shape, per_run), build)
 
 
 # --------------------------------------------------------------------------- validation

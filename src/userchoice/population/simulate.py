@@ -15,7 +15,6 @@ quarter the size (a compilation per size, at most log₄ of the chunk; ``timings
 from __future__ import annotations
 
 import functools
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -140,20 +139,7 @@ def _jitted(spec: PopulationSpec, x64: bool, length: int, with_theta0: bool):
     return start, segment, equilibria
 
 
-_EXECUTABLES: dict[tuple, Any] = {}
-_LOCKS: dict[tuple, threading.Lock] = {}
-_GUARD = threading.Lock()
-
-
-def _compiled(key: tuple, build: Any) -> Any:
-    """``build()`` once per key (one lock per key: threads of one shape compile once)."""
-    with _GUARD:
-        lock = _LOCKS.setdefault(key, threading.Lock())
-    with lock:
-        if key not in _EXECUTABLES:
-            compile_cache.enable()
-            _EXECUTABLES[key] = build()
-    return _EXECUTABLES[key]
+_PROGRAMS = compile_cache.ProgramCache()
 
 
 def _programs(spec: PopulationSpec, arrays: GroupArrays, knobs: Knobs, allocation: Any,
@@ -171,7 +157,7 @@ def _programs(spec: PopulationSpec, arrays: GroupArrays, knobs: Knobs, allocatio
                         segment.lower(arrays, state, knobs, jnp.int32(0)).compile(),
                         equilibria.lower(arrays, state, knobs).compile(), length)
 
-    return _compiled((spec, x64, repr(shapes), length), build)
+    return _PROGRAMS.get((spec, x64, repr(shapes), length), build)
 
 
 def _segment_program(spec: PopulationSpec, arrays: GroupArrays, state: PopulationState,
@@ -184,7 +170,7 @@ def _segment_program(spec: PopulationSpec, arrays: GroupArrays, state: Populatio
         segment = _jitted(spec, x64, length, False)[1]
         return segment.lower(arrays, state, knobs, jnp.int32(0)).compile()
 
-    return _compiled(("segment", spec, x64, repr(shapes), length), build)
+    return _PROGRAMS.get(("segment", spec, x64, repr(shapes), length), build)
 
 
 # Gathers and scatters of whole states, on the host: a handful per chunk, and eager device
