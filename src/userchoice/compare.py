@@ -44,6 +44,7 @@ from userchoice.experiments.config import (
     config_from_dict,
     parse_override,
 )
+from userchoice.families import is_classifier
 from userchoice.knobs import DYNAMICS, KNOBS
 
 
@@ -85,19 +86,13 @@ def _market_dict(config: ExperimentConfig) -> dict[str, Any]:
     return config.model_dump(mode="json", exclude_defaults=True)
 
 
-def _is_classification(config: ExperimentConfig) -> bool:
-    from userchoice.families import FAMILIES
-
-    return getattr(FAMILIES.get(config.learner.family), "task", None) == "classification"
-
-
 def admitted(config: ExperimentConfig) -> dict[str, str | None]:
     """Each dynamics → None if it admits the market, else why not."""
     reasons: dict[str, str | None] = {"msgd": None, "population": None, "equilibrium": None}
     if config.market.preferences is None:
         reasons["population"] = ("its groups are the favourites of market.preferences, and the "
                                  "market has none")
-    if not _is_classification(config):
+    if not is_classifier(config.learner.family):
         reasons["equilibrium"] = (f"its users choose by a classification loss, and learner "
                                   f"family {config.learner.family!r} is not a classifier")
     return reasons

@@ -211,7 +211,10 @@ def make_family(name: str, dataset: Any = None, **options: Any) -> Family:
         raise ValueError(f"options {sorted(options)} for family {name!r}: {error}") from None
 
 
-def is_classifier(family: Family) -> bool:
+def is_classifier(family: Family | type[Family] | str) -> bool:
+    """Whether a family (an instance, a class or a registered name) classifies labels 0/1."""
+    if isinstance(family, str):
+        family = FAMILIES.get(family)
     return family.task == "classification"
 
 

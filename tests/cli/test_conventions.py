@@ -121,7 +121,7 @@ def test_python_m_version_and_shell_completion():
         f"{importlib.metadata.version('userchoice')}"
     assert "--install-completion" in _python_m("--help").stdout
     script = _python_m("--show-completion", "bash")
-    assert script.returncode == 0 and "_userchoice_completion" in script.stdout
+    assert script.returncode == 0 and "_userchoice_completion" in script.stdout, script.stderr
     # what the installed script asks: complete `userchoice st` and `userchoice run --dr`
     words = _python_m(env={"_USERCHOICE_COMPLETE": "complete_bash",
                            "COMP_WORDS": "userchoice st", "COMP_CWORD": "1"})

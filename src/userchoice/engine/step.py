@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from userchoice import metrics as metric_table
 from userchoice.engine.spec import EngineSpec, MarketArrays
 from userchoice.engine.streams import RunKeys, arrival_order, draw_init, draw_step, run_keys
-from userchoice.families import Params, learner_losses, learner_scores
+from userchoice.families import Params, learner_scores
 from userchoice.knobs import KNOB_NAMES, Knobs
 from userchoice.probing import draw_probe_sets, pseudo_labels, source_index
 from userchoice.schedules import NORMALISATIONS, SCHEDULES
@@ -174,10 +174,13 @@ def step(spec: EngineSpec, data: MarketArrays, ctx: RunContext, state: RunState,
     if spec.update_all:
         params = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), params,
                                         state.theta_update_all)
-    all_losses, pullback = jax.vjp(lambda th: learner_losses(family, th, xb, yb, wb), params)
+    def scored_losses(th):  # the scores ride along as aux: a choice loss reads them
+        scores = learner_scores(family, th, xb)
+        return family.loss(scores, yb, wb), scores
+
+    all_losses, pullback, all_scores = jax.vjp(scored_losses, params, has_aux=True)
     losses = all_losses[:n]  # [n, B]
-    by = losses if spec.choice_loss is None else spec.choosing_losses(
-        learner_scores(family, state.theta, xb), yb, losses)
+    by = spec.choosing_losses(all_scores[:n], yb, losses)
     choice = spec.choice_rule.choose(
         by.T, data.favourite_train[draws.batch], data.rank_train[draws.batch].astype(dtype),
         draws.choice, knobs)

@@ -38,7 +38,7 @@ from userchoice.choice import CHOICE_RULES, get_rule
 from userchoice.choice_losses import CHOICE_LOSSES, get_choice_loss
 from userchoice.data.registry import get_dataset
 from userchoice.engine.spec import working_bytes
-from userchoice.families import FAMILIES
+from userchoice.families import FAMILIES, is_classifier
 from userchoice.knobs import BY_NAME, DYNAMICS, KNOBS, SCALAR_KNOBS, Knob, knobs_of
 from userchoice.metrics import METRICS
 from userchoice.preferences import PREFERENCE_MODES
@@ -963,7 +963,7 @@ class ExperimentConfig(_Strict):
             if self.probing is not None:
                 get_source(self.probing.source)  # MSGD-P's sources (the error lists them)
             loss = self.engine.choice_loss
-            if loss is not None and FAMILIES.get(self.learner.family).task != "classification":
+            if loss is not None and not is_classifier(self.learner.family):
                 raise ValueError(f"engine.choice_loss {loss!r} reads class labels: learner "
                                  f"family {self.learner.family!r} is not a classifier; remove "
                                  f"engine.choice_loss (users then choose by the training loss)")
