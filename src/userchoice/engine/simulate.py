@@ -389,7 +389,7 @@ def _simulate_chunks(market: Market, spec: EngineSpec, knobs: Knobs,
                      step_progress: Callable[[int, int], None] | None = None
                      ) -> SimulationResult:
     n_runs = knobs.n_runs
-    chunk = min(n_runs, chunk_size or driver.default_chunk_size(spec, market, n_runs))
+    chunk = min(n_runs, chunk_size or driver.default_chunk_size(spec, market, n_runs, workers))
     data, init, chunk_knobs = _chunk_inputs(market, spec, knobs, init_params, chunk)
     bounds = driver.chunk_bounds(n_runs, chunk)
     started = time.perf_counter()
