@@ -301,15 +301,20 @@ def test_a_run_marked_diverged_leaves_the_mean(results, tmp_path):
     copy = tmp_path / "mix"
     shutil.copytree(results["mix"], copy)
     before = final_summary(copy)
-    part = next((copy / "runs").glob("*.parquet"))
+    def is_run(runs: pd.DataFrame, seed: int) -> pd.Series:
+        return (runs["p"] == 0.5) & (runs["seed"] == seed)
+
+    # the chunk part holding the run (p = 0.5, seed 0), wherever the chunking put it
+    part = next(f for f in sorted((copy / "runs").glob("*.parquet"))
+                if is_run(pd.read_parquet(f), 0).any())
     runs = pd.read_parquet(part)
-    target = runs.index[(runs["p"] == 0.5) & (runs["seed"] == 0)][0]
+    target = runs.index[is_run(runs, 0)][0]
     runs.loc[target, "status"] = "diverged"
     runs.loc[target, "reason"] = "parameters not finite from step 100"
     runs.to_parquet(part, index=False)
     after = final_summary(copy)
-    _, learners = read_tables(copy)
-    kept = runs.loc[(runs["p"] == 0.5) & (runs["seed"] == 1), "run_id"].item()
+    every_run, learners = read_tables(copy)
+    kept = every_run.loc[is_run(every_run, 1), "run_id"].item()
     last = learners[(learners["run_id"] == kept)]
     last = last[last["step"] == last["step"].max()].set_index("learner")["test_accuracy"]
     moved = after[after["p"] == 0.5].set_index("learner")
