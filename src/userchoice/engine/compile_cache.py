@@ -70,10 +70,11 @@ def enable() -> Path | None:
 
 
 # --------------------------------------------------------------------------- in memory
-# Compiled programs of this process, per dynamics. Bounded: each XLA:CPU executable holds a
-# few memory maps, and a long process (a notebook, a test suite) that kept every shape it ever
-# compiled would run into the kernel's per-process map limit (vm.max_map_count, 65530) and
-# crash inside the next C++ exception. An evicted shape is loaded back from the disk cache.
+# Compiled programs of this process, per dynamics. Bounded: one engine shape's programs hold
+# about 250 memory maps on XLA:CPU, and a long process (a notebook, a test suite) that kept
+# every shape it ever compiled would reach the kernel's per-process map limit
+# (vm.max_map_count, 65530) and crash inside the next C++ exception (a compile that could not
+# map memory). An evicted shape is loaded back from the disk cache.
 MAX_PROGRAMS = 32
 
 _caches: list[ProgramCache] = []

@@ -219,25 +219,30 @@ def working_bytes(n_learners: int, rows: int, width: int, n_features: int, items
     return int(6 * n_learners * rows * (width + n_features) * itemsize)
 
 
+def _width_and_itemsize(spec: EngineSpec, market: Market) -> tuple[int, int]:
+    """A learner's widest array per user (its outputs or hidden units) and the bytes per
+    number: what both working-memory estimates below scale with."""
+    outputs = int(np.prod(np.shape(market.dataset.y_train)[1:], dtype=int))
+    return (max(outputs, getattr(spec.family, "hidden", 1)),
+            8 if spec.dtype == "float64" else 4)
+
+
 def step_bytes_per_run(spec: EngineSpec, market: Market) -> int:
     """Bytes of one run's largest per-step arrays: the scores (or hidden units) of the
     learners and their update-all copies on the batch, and the probers' on their probe batch.
     What one step streams through memory, so what decides whether a chunk stays in cache."""
-    outputs = int(np.prod(np.shape(market.dataset.y_train)[1:], dtype=int))
-    width = max(outputs, getattr(spec.family, "hidden", 1))
+    width, itemsize = _width_and_itemsize(spec, market)
     rows = spec.batch_size * spec.n_learners * (2 if spec.update_all else 1)
     if spec.probing is not None:
         rows += spec.n_probers * spec.probing.probe_batch
-    return rows * width * (8 if spec.dtype == "float64" else 4)
+    return rows * width * itemsize
 
 
 def bytes_per_run(spec: EngineSpec, market: Market) -> int:
     """Working memory of one run (a rough upper bound, for chunk sizes)."""
     ds = market.dataset
-    outputs = int(np.prod(np.shape(ds.y_train)[1:], dtype=int))
-    width = max(outputs, getattr(spec.family, "hidden", 1))
+    width, itemsize = _width_and_itemsize(spec, market)
     rows = np.shape(ds.x_test)[0] + spec.batch_size
     if spec.probing is not None:
         rows += spec.n_probers * (spec.probing.n_probe + spec.probing.probe_batch)
-    itemsize = 8 if spec.dtype == "float64" else 4
     return working_bytes(spec.n_learners, rows, width, ds.n_features, itemsize)
