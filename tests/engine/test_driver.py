@@ -4,7 +4,7 @@ arrays of a chunk fit a core's L2), at least one chunk per worker, balanced."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from userchoice.engine import EngineSpec, driver
@@ -32,6 +32,7 @@ def _on_cpu_with_l2(patch: pytest.MonkeyPatch, size: int) -> None:
 @given(hidden=st.sampled_from([None, 8, 64, 512]), batch=st.integers(1, 400),
        probing=st.booleans(), n_runs=st.integers(1, 1000), workers=st.integers(1, 8),
        l2=st.sampled_from([2**16, 2**20, 2**22]))
+@example(hidden=None, batch=1, probing=False, n_runs=4, workers=3, l2=2**16)  # no even split
 def test_cpu_chunks_fit_the_cache_cover_the_workers_and_are_balanced(
         hidden, batch, probing, n_runs, workers, l2):
     spec = _spec(hidden, batch, probing)
@@ -44,10 +45,13 @@ def test_cpu_chunks_fit_the_cache_cover_the_workers_and_are_balanced(
     assert chunk == 1 or chunk * step <= l2  # one step of the chunk stays in L2
     assert n_chunks >= min(n_runs, workers)  # every worker gets a chunk
     assert n_chunks * chunk - n_runs < n_chunks  # the last chunk needs little padding
-    # and no fewer chunks than the cache and the worker count ask for
-    fewest = max(min(n_runs, workers), -(-n_runs // min(max(1, l2 // step),
-                                                         driver.CPU_MAX_CHUNK_RUNS)))
-    assert n_chunks == fewest
+    # an even split into the chunks the cache and the workers ask for, smaller only when an
+    # even split cannot make that many (4 runs, 3 workers: chunks of 1)
+    cap = min(max(1, l2 // step), driver.CPU_MAX_CHUNK_RUNS)
+    fewest = max(min(n_runs, workers), -(-n_runs // cap))
+    even = -(-n_runs // fewest)
+    assert n_chunks >= fewest and chunk <= even
+    assert chunk == even or -(-n_runs // (chunk + 1)) < fewest
 
 
 def test_step_bytes_count_the_learners_their_copies_and_the_probe_batch():

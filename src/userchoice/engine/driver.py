@@ -59,7 +59,10 @@ def default_chunk_size(spec: EngineSpec, market: Market, n_runs: int,
         limit = min(limit, max(1, cached), CPU_MAX_CHUNK_RUNS)
         n_chunks = min(n_runs, default_workers() if workers is None else workers)
     n_chunks = max(n_chunks, -(-n_runs // limit))
-    return -(-n_runs // n_chunks)
+    chunk = -(-n_runs // n_chunks)
+    while chunk > 1 and -(-n_runs // chunk) < n_chunks:  # e.g. 4 runs, 3 workers: 1 per chunk
+        chunk -= 1
+    return chunk
 
 
 def check_positive(name: str, value: Any) -> None:
