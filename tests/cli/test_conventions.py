@@ -120,7 +120,9 @@ def test_python_m_version_and_shell_completion():
     assert version.returncode == 0 and version.stdout.strip() == f"userchoice " \
         f"{importlib.metadata.version('userchoice')}"
     assert "--install-completion" in _python_m("--help").stdout
-    script = _python_m("--show-completion", "bash")
+    # the shell named, not detected from the parent process (absent when pytest has no shell)
+    script = _python_m("--show-completion", "bash",
+                       env={"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"})
     assert script.returncode == 0 and "_userchoice_completion" in script.stdout, script.stderr
     # what the installed script asks: complete `userchoice st` and `userchoice run --dr`
     words = _python_m(env={"_USERCHOICE_COMPLETE": "complete_bash",
