@@ -3,9 +3,10 @@
 On the CPU, JAX lowers each ``threefry2x32`` (every ``fold_in``, ``split`` and ``bits``) as a
 5-iteration ``while`` loop, which keeps compiled programs small. Inside our step that is six
 loops per step, each iteration three tiny kernels plus 13 copies of the loop state: 480 of the
-≈ 550 kernels in a census step's loop body (≈ 30 once unrolled, counted in the optimised HLO). Every other platform already gets the
-unrolled form, whose arithmetic is the same 20 rounds, so the bits do not change (the
-known-answer test in tests/engine/test_threefry.py checks it) and neither does any run id.
+≈ 550 kernels in a census step's loop body (≈ 30 once unrolled, counted in the optimised
+HLO). Every other platform already gets the unrolled form, whose arithmetic is the same 20
+rounds, so the bits do not change (the known-answer test in tests/engine/test_threefry.py
+checks it) and neither does any run id.
 
 JAX has no public switch for this, so ``unroll_on_cpu`` registers JAX's own unrolled lowering
 for the CPU; if JAX's internals move, it leaves JAX as it is (only slower) and says why in
