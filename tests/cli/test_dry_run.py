@@ -17,7 +17,8 @@ from userchoice.experiments.config import config_from_dict
 from userchoice.experiments.plan import plan_without_fits
 from userchoice.experiments.runner import chunk_jobs, dry_run, run_experiment
 
-# Two engine shapes (a static grid) of 7 runs each; chunks of 3 → 3, 3, 1: two programs a group
+# Two engine shapes (a static grid) of 7 runs each; chunks of 3 → 3, 3, 1 (padded to 3): one
+# program a group
 RAW = {
     "name": "dry_trap",
     "data": {"dataset": "trap", "options": {"gap": 10.0, "n_users": 200, "seed": 3}},
@@ -50,7 +51,8 @@ def test_dry_run_counts_are_the_planners(tmp_path, three_run_chunks):
     assert len(estimate.groups) == len(plan.groups) == 2
     jobs = [job for g in plan.groups for job in chunk_jobs(g, 3)]
     assert estimate.chunks == len(jobs) == 6
-    assert estimate.compilations == len({(j.group, len(j.indices)) for j in jobs}) == 4
+    assert [len(j.indices) for j in jobs] == [3, 3, 1] * 2 and {j.size for j in jobs} == {3}
+    assert estimate.compilations == len({(j.group, j.size) for j in jobs}) == 2
     for row, group in zip(estimate.groups, plan.groups, strict=True):
         assert row["runs"] == row["pending"] == len(group.run_ids) and row["chunk_size"] == 3
         assert row["bytes_per_run"] == bytes_per_run(group.spec, plan.market)
@@ -80,7 +82,7 @@ def test_cli_dry_run_writes_nothing(tmp_path, monkeypatch, three_run_chunks):
     assert listing(work) == set()  # not even results/dry_trap
     text = " ".join(result.output.split())
     assert "dry_trap: 14 runs in 2 group(s)" in text and "14 to compute" in text
-    assert "compilations: 4; chunks: 6 on 2 worker(s)" in text
+    assert "compilations: 2; chunks: 6 on 2 worker(s)" in text
     assert "group 1 (probing.n_probe = 20): 7 runs" in text
     assert "time ≈" in text and "nothing written" in text
 

@@ -375,6 +375,19 @@ def test_another_chunk_size_after_a_lost_manifest_computes_only_missing_runs(tmp
         pd.testing.assert_frame_equal(left[name], right[name], rtol=2e-6, obj=name)
 
 
+def test_a_short_last_chunk_is_padded_and_its_padding_dropped(tmp_path, reference):
+    # 12 runs in chunks of 5: 5, 5, 2 → the last runs as 5 (its last run repeated)
+    out = tmp_path / "out"
+    summary = run_experiment(config(), out, chunk_size=5)
+    assert (summary.total, summary.done) == (12, 12)
+    runs = ResultsDir(out).table("runs")
+    assert len(runs) == 12 and runs["run_id"].is_unique
+    assert runs.groupby("chunk").size().sort_values().tolist() == [2, 5, 5]
+    left, right = tables(out, ("seconds", "chunk")), tables(reference, ("seconds", "chunk"))
+    for name in TABLES:  # other chunk compositions: equal to a few ulp (README)
+        pd.testing.assert_frame_equal(left[name], right[name], rtol=2e-6, obj=name)
+
+
 def test_runs_of_another_sweep_in_the_folder_are_refused_even_without_a_manifest(tmp_path):
     out = tmp_path / "out"
     run_experiment(config(), out, chunk_size=CHUNK, runner=first_chunks(1))

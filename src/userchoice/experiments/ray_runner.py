@@ -13,7 +13,7 @@ import time
 import warnings
 from typing import Any
 
-from userchoice.experiments.runner import ChunkJob, Runner, simulate_chunk
+from userchoice.experiments.runner import ChunkJob, Runner, simulate_chunk, trim_output
 
 INSTALL_HINT = "the ray executor needs Ray: pip install 'userchoice[ray]'"
 
@@ -92,7 +92,7 @@ def _run_tasks(ray, options: dict[str, Any], plan, jobs: list[ChunkJob]):
     pending: dict[Any, tuple[ChunkJob, float]] = {}
     for job in jobs:
         group = plan.groups[job.group]
-        ref = task.remote(market, specs[job.group], group.knobs.take(job.indices), init)
+        ref = task.remote(market, specs[job.group], job.knobs(group), init)
         pending[ref] = (job, time.perf_counter())
     try:
         while pending:
@@ -104,7 +104,8 @@ def _run_tasks(ray, options: dict[str, Any], plan, jobs: list[ChunkJob]):
                 except Exception as lost:  # the worker died, or the task could not run
                     output, seconds = None, time.perf_counter() - submitted
                     error = f"{type(lost).__name__}: {lost}".splitlines()[0]
-                yield job, output, error, seconds
+                yield job, (None if output is None else trim_output(job, output)), error, \
+                    seconds
     finally:
         for ref in pending:  # the consumer stopped early (or was interrupted)
             ray.cancel(ref, force=True)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 import pandas as pd
 
@@ -52,14 +53,33 @@ class ChunkJob:
     key: str
     group: int
     indices: np.ndarray  # positions of the chunk's runs within the group
+    size: int  # runs it is computed as: the group's chunk length, padded with its last run
+
+    def knobs(self, group: Group) -> Knobs:
+        """The knobs the chunk runs: its runs', then its last run's again up to ``size``, so
+        every chunk of a group (the last, a resumed one) runs the group's one compiled
+        program; :func:`trim_output` drops the copies' outputs."""
+        pad = np.full(max(0, self.size - len(self.indices)), self.indices[-1])
+        return group.knobs.take(np.concatenate([self.indices, pad]).astype(int))
+
+
+def trim_output(job: ChunkJob, output: dict[str, Any]) -> dict[str, Any]:
+    """A chunk's output without the padding runs (every per-run array has the run axis
+    first; ``eval_steps`` and ``timings`` are the chunk's)."""
+    n = len(job.indices)
+    return {name: value if name in ("eval_steps", "timings") else
+            jax.tree_util.tree_map(lambda a: np.asarray(a)[:n], value)
+            for name, value in output.items()}
 
 
 def chunk_jobs(group: Group, chunk_size: int) -> list[ChunkJob]:
     jobs = []
+    size = min(chunk_size, len(group.run_ids))
     for lo, hi in driver.chunk_bounds(len(group.run_ids), chunk_size):
         indices = np.arange(lo, hi)
         digest = hashlib.sha256("".join(group.run_ids[i] for i in indices).encode())
-        jobs.append(ChunkJob(f"g{group.index}-{digest.hexdigest()[:12]}", group.index, indices))
+        jobs.append(ChunkJob(f"g{group.index}-{digest.hexdigest()[:12]}", group.index, indices,
+                             size))
     return jobs
 
 
@@ -182,9 +202,9 @@ def local_runner(workers: int | None = None) -> Runner:
             _CHUNK_PROGRESS.report = None if on_steps is None else (
                 lambda done, _total: on_steps(job, done))
             try:
-                out = simulate_chunk(plan.market, group.spec, group.knobs.take(job.indices),
+                out = simulate_chunk(plan.market, group.spec, job.knobs(group),
                                      plan.init_params)
-                return job, out, None, time.perf_counter() - started
+                return job, trim_output(job, out), None, time.perf_counter() - started
             except Exception as error:  # recorded per chunk; the sweep goes on
                 return job, None, f"{type(error).__name__}: {error}", \
                     time.perf_counter() - started
@@ -204,21 +224,21 @@ def compile_programs(plan: Plan, jobs: list[ChunkJob]) -> float:
     chunk length) before any runs, so compilation is a phase of its own; its seconds. An error
     here is left for the chunk to raise and record."""
     started = time.perf_counter()
-    for job in {(job.group, len(job.indices)): job for job in jobs}.values():
+    for job in {(job.group, job.size): job for job in jobs}.values():
         group = plan.groups[job.group]
         try:
             if group.spec.dynamics == "population":
                 from userchoice.experiments import population
 
                 population.compile_chunk(plan.market, group.spec,
-                                         group.knobs.take(job.indices))
+                                         job.knobs(group))
             elif group.spec.dynamics == "equilibrium":
                 from userchoice.experiments import equilibrium
 
                 equilibrium.compile_chunk(plan.market, group.spec,
-                                          group.knobs.take(job.indices))
+                                          job.knobs(group))
             else:
-                compile_chunk(plan.market, group.spec, group.knobs.take(job.indices),
+                compile_chunk(plan.market, group.spec, job.knobs(group),
                               plan.init_params)
         except Exception:  # recorded per chunk when the chunk runs
             pass
@@ -420,7 +440,7 @@ def pending_jobs(plan: Plan, sizes: dict[int, int], finished: set[str]
             elif len(missing):
                 digest = hashlib.sha256("".join(group.run_ids[i] for i in missing).encode())
                 todo.append(ChunkJob(f"g{group.index}-{digest.hexdigest()[:12]}", group.index,
-                                     missing))
+                                     missing, job.size))
     return todo, skipped
 
 
@@ -641,7 +661,7 @@ def dry_run(config: ExperimentConfig, out: str | Path, *, data_dir: str | None =
     groups = []
     for g in plan.groups:
         jobs = [j for j in todo if j.group == g.index]
-        lengths = sorted({len(j.indices) for j in jobs}, reverse=True)
+        lengths = sorted({j.size for j in jobs}, reverse=True)
         waves = -(-len(jobs) // workers)
         population = g.spec.dynamics != "msgd"
         if population:  # no time model yet (see bench_population.py, bench_equilibrium.py)
