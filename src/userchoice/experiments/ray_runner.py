@@ -13,7 +13,7 @@ import time
 import warnings
 from typing import Any
 
-from userchoice.experiments.runner import ChunkJob, Runner, simulate_chunk, trim_output
+from userchoice.experiments.runner import ChunkJob, Runner, simulate_chunk
 
 INSTALL_HINT = "the ray executor needs Ray: pip install 'userchoice[ray]'"
 
@@ -104,8 +104,7 @@ def _run_tasks(ray, options: dict[str, Any], plan, jobs: list[ChunkJob]):
                 except Exception as lost:  # the worker died, or the task could not run
                     output, seconds = None, time.perf_counter() - submitted
                     error = f"{type(lost).__name__}: {lost}".splitlines()[0]
-                yield job, (None if output is None else trim_output(job, output)), error, \
-                    seconds
+                yield job, output, error, seconds
     finally:
         for ref in pending:  # the consumer stopped early (or was interrupted)
             ray.cancel(ref, force=True)

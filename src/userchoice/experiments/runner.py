@@ -64,8 +64,9 @@ class ChunkJob:
 
 
 def trim_output(job: ChunkJob, output: dict[str, Any]) -> dict[str, Any]:
-    """A chunk's output without the padding runs (every per-run array has the run axis
-    first; ``eval_steps`` and ``timings`` are the chunk's)."""
+    """A chunk's output without the padding runs; applied where every runner's output is
+    stored, so a runner may return it padded or not. Every per-run array has the run axis
+    first; ``eval_steps`` and ``timings`` are the chunk's."""
     n = len(job.indices)
     return {name: value if name in ("eval_steps", "timings") else
             jax.tree_util.tree_map(lambda a: np.asarray(a)[:n], value)
@@ -204,7 +205,7 @@ def local_runner(workers: int | None = None) -> Runner:
             try:
                 out = simulate_chunk(plan.market, group.spec, job.knobs(group),
                                      plan.init_params)
-                return job, trim_output(job, out), None, time.perf_counter() - started
+                return job, out, None, time.perf_counter() - started
             except Exception as error:  # recorded per chunk; the sweep goes on
                 return job, None, f"{type(error).__name__}: {error}", \
                     time.perf_counter() - started
@@ -543,6 +544,7 @@ def run_experiment(
                    else runner(plan, todo, sizes))
         try:
             for job, output, error, seconds in results:
+                output = None if output is None else trim_output(job, output)
                 tables = chunk_tables(plan.groups[job.group], job, output, error, seconds)
                 runs = tables.pop("runs")
                 store.write_chunk(job.key, runs, tables.pop("learners"), tables.pop("market"),
