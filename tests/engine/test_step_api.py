@@ -16,6 +16,8 @@ from userchoice.engine import (
     market_arrays,
     simulate,
     step,
+    step_drawn,
+    step_draws,
 )
 from userchoice.families import Logistic, Squared
 from userchoice.fitting import erm_init
@@ -83,3 +85,19 @@ def test_a_loop_can_intervene_mid_run(small_trap):
                            np.asarray(risk_edited["test_loss"]))
     final = simulate(small_trap, spec, knobs).final("test_loss")[0]
     np.testing.assert_allclose(np.asarray(risk_plain["test_loss"]), final, rtol=2e-5)
+
+
+def test_a_step_on_its_own_draws_is_the_step(mixture_market):
+    """``step_drawn`` on ``step_draws(t)`` is ``step`` bit for bit (``simulate`` carries each
+    step's draws through its loop that way), and it does use the draws it is given."""
+    spec = EngineSpec(Logistic(), 3, batch_size=16, steps=5, eval_every=5,
+                      probing=ProbingSpec((1,), "median", n_probe=20, probe_batch=8))
+    knobs = knob_grid(3, seed=[4], p=0.5, kappa=0.2, tau=0.3, eta=0.2)
+    data = market_arrays(mixture_market)
+    ctx, state = init_run(spec, data, knobs.at(0))
+    for t in range(3):
+        own = step_drawn(spec, data, ctx, state, t, step_draws(spec, data, ctx, t))
+        other = step_drawn(spec, data, ctx, state, t, step_draws(spec, data, ctx, t + 1))
+        state = step(spec, data, ctx, state, t)
+        np.testing.assert_array_equal(np.asarray(own.theta), np.asarray(state.theta))
+        assert not np.array_equal(np.asarray(other.theta), np.asarray(state.theta))

@@ -3,7 +3,8 @@
 - ``spec``: ``EngineSpec`` (static shapes and control flow: one compilation each),
   ``MarketArrays``;
 - ``streams``: named random streams and every draw of a step (``predraw`` for the reference);
-- ``step``: the public, pure ``init_run`` / ``step`` / ``evaluate`` over pytree state;
+- ``step``: the public, pure ``init_run`` / ``step`` / ``evaluate`` over pytree state
+  (``step_drawn`` / ``step_draws``: a step on given draws, and those draws);
 - ``simulate``: those composed under ``lax.scan`` and ``vmap``, compiled once per shape;
 - ``driver``: chunk sizes and the one thread pool;
 - ``threefry``: JAX's unrolled Threefry lowering on the CPU (same bits, fewer kernels).
@@ -15,7 +16,15 @@ from userchoice.engine import threefry
 from userchoice.engine.driver import default_chunk_size, default_workers
 from userchoice.engine.simulate import SimulationResult, UnknownMetricError, simulate, validate
 from userchoice.engine.spec import EngineSpec, MarketArrays, market_arrays, validate_market
-from userchoice.engine.step import RunContext, RunState, evaluate, init_run, step
+from userchoice.engine.step import (
+    RunContext,
+    RunState,
+    evaluate,
+    init_run,
+    step,
+    step_drawn,
+    step_draws,
+)
 from userchoice.engine.streams import RunDraws, RunKeys, StepDraws, predraw, run_keys
 from userchoice.knobs import KNOB_DEFAULTS, Knobs, knob_grid, make_knobs, validate_knobs
 
@@ -44,6 +53,8 @@ __all__ = [
     "run_keys",
     "simulate",
     "step",
+    "step_drawn",
+    "step_draws",
     "validate",
     "validate_knobs",
     "validate_market",

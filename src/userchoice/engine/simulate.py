@@ -33,8 +33,10 @@ from userchoice.engine.step import (
     cast_knobs,
     evaluate,
     init_run,
-    step,
+    step_drawn,
+    step_draws,
 )
+from userchoice.engine.streams import StepDraws
 from userchoice.families import Params
 from userchoice.frames import (
     FrameKind,
@@ -73,12 +75,18 @@ def run_segment(spec: EngineSpec, data: MarketArrays, ctx: RunContext, state: Ru
     bounds = jnp.asarray(spec.eval_steps, jnp.int32)
     last = bounds.size - 1
 
+    def stepped(t: jax.Array, carry: tuple[RunState, StepDraws]):
+        # Step t on the carried draws while drawing t + 1: the loop carry materialises each
+        # step's draws once (bit-identical: draws are a pure function of (keys, t)).
+        state, draws = carry
+        return step_drawn(spec, data, ctx, state, t, draws), step_draws(spec, data, ctx, t + 1)
+
     def advance_and_evaluate(state: RunState, e: jax.Array):
         # Steps between eval points e−1 and e (none before the first); the bounds are the same
         # for every run, so under vmap this stays one loop and step/evaluate are traced once.
         lo = jnp.where(e == 0, 0, bounds[jnp.clip(e - 1, 0, last)])
         hi = bounds[jnp.minimum(e, last)]
-        state = jax.lax.fori_loop(lo, hi, lambda t, s: step(spec, data, ctx, s, t), state)
+        state, _ = jax.lax.fori_loop(lo, hi, stepped, (state, step_draws(spec, data, ctx, lo)))
         values, state = evaluate(spec, data, ctx, state)
         return state, values
 

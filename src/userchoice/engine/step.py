@@ -23,7 +23,14 @@ import jax.numpy as jnp
 
 from userchoice import metrics as metric_table
 from userchoice.engine.spec import EngineSpec, MarketArrays
-from userchoice.engine.streams import RunKeys, arrival_order, draw_init, draw_step, run_keys
+from userchoice.engine.streams import (
+    RunKeys,
+    StepDraws,
+    arrival_order,
+    draw_init,
+    draw_step,
+    run_keys,
+)
 from userchoice.families import Params, learner_scores
 from userchoice.knobs import KNOB_NAMES, Knobs
 from userchoice.probing import draw_probe_sets, pseudo_labels, source_index
@@ -157,14 +164,29 @@ def _probe_gradient(spec: EngineSpec, theta: Params, ctx: RunContext, labels: ja
     return jax.grad(objective)(_take_learners(theta, spec.probing.probers))
 
 
+def step_draws(spec: EngineSpec, data: MarketArrays, ctx: RunContext, t: jax.Array | int
+               ) -> StepDraws:
+    """Every random input step ``t`` of this run consumes (a pure function of the run's keys
+    and ``t``; ``streams.draw_step``)."""
+    return draw_step(spec, ctx.keys, jnp.asarray(t, jnp.int32), data.x_train.shape[0],
+                     ctx.arrival_order)
+
+
 def step(spec: EngineSpec, data: MarketArrays, ctx: RunContext, state: RunState,
          t: jax.Array | int) -> RunState:
     """One MSGD(-P) step ``t``: B users arrive, choose, and each learner steps on its users
     (probers mixing in their probe gradient with weight p); update-all copies step on all."""
+    return step_drawn(spec, data, ctx, state, t, step_draws(spec, data, ctx, t))
+
+
+def step_drawn(spec: EngineSpec, data: MarketArrays, ctx: RunContext, state: RunState,
+               t: jax.Array | int, draws: StepDraws) -> RunState:
+    """``step`` given its draws (``step_draws(spec, data, ctx, t)``): a loop can draw step
+    t + 1 while it steps t, so the draws are materialised once per step (XLA on CPU otherwise
+    fuses the Threefry rounds into every consumer and recomputes them per element)."""
     family, n, knobs = spec.family, spec.n_learners, ctx.knobs
     dtype = jnp.dtype(spec.dtype)
     t = jnp.asarray(t, jnp.int32)
-    draws = draw_step(spec, ctx.keys, t, data.x_train.shape[0], ctx.arrival_order)
     xb, yb = data.x_train[draws.batch], data.y_train[draws.batch]
     wb = None if data.w_train is None else data.w_train[draws.batch]
 
