@@ -146,9 +146,11 @@ class MaskedMultiSquared:
 
     def loss(self, score: jax.Array, y: jax.Array, w: jax.Array | None) -> jax.Array:
         sq = (score - y) ** 2
-        if w is not None:
-            sq = w * sq
-        return jnp.sum(sq, axis=-1) / self.n_outputs
+        if w is None:
+            return jnp.sum(sq, axis=-1) / self.n_outputs
+        # A contraction, not sum(w * sq): XLA on the CPU lowers it as a dot, where the
+        # broadcast-multiply-reduce form became a slow library reduce (1.5x per MovieLens step).
+        return jnp.einsum("...k,...k->...", sq, w) / self.n_outputs
 
     def pseudo_label(self, score: jax.Array) -> jax.Array:
         return score
