@@ -217,32 +217,33 @@ def local_runner(workers: int | None = None) -> Runner:
             yield result
 
     run.in_process = True  # type: ignore[attr-defined]
+    run.workers = workers  # type: ignore[attr-defined]  # compile_programs uses as many
     return run
 
 
-def compile_programs(plan: Plan, jobs: list[ChunkJob]) -> float:
+def compile_programs(plan: Plan, jobs: list[ChunkJob], workers: int | None = None) -> float:
     """Compile the program of every distinct chunk shape among ``jobs`` (one per group and
-    chunk length) before any runs, so compilation is a phase of its own; its seconds. An error
-    here is left for the chunk to raise and record."""
+    chunk length) before any runs, so compilation is a phase of its own; its seconds. Distinct
+    programs compile side by side on the package's pool (XLA compiles without the GIL). An
+    error here is left for the chunk to raise and record."""
     started = time.perf_counter()
-    for job in {(job.group, job.size): job for job in jobs}.values():
+
+    def compile_one(job: ChunkJob) -> None:
         group = plan.groups[job.group]
-        try:
-            if group.spec.dynamics == "population":
-                from userchoice.experiments import population
+        if group.spec.dynamics == "population":
+            from userchoice.experiments import population
 
-                population.compile_chunk(plan.market, group.spec,
-                                         job.knobs(group))
-            elif group.spec.dynamics == "equilibrium":
-                from userchoice.experiments import equilibrium
+            population.compile_chunk(plan.market, group.spec, job.knobs(group))
+        elif group.spec.dynamics == "equilibrium":
+            from userchoice.experiments import equilibrium
 
-                equilibrium.compile_chunk(plan.market, group.spec,
-                                          job.knobs(group))
-            else:
-                compile_chunk(plan.market, group.spec, job.knobs(group),
-                              plan.init_params)
-        except Exception:  # recorded per chunk when the chunk runs
-            pass
+            equilibrium.compile_chunk(plan.market, group.spec, job.knobs(group))
+        else:
+            compile_chunk(plan.market, group.spec, job.knobs(group), plan.init_params)
+
+    distinct = list({(job.group, job.size): job for job in jobs}.values())
+    for _job, _result, _error in driver.run_pool(compile_one, distinct, workers):
+        pass  # an error is recorded per chunk when the chunk runs
     return time.perf_counter() - started
 
 
@@ -537,7 +538,8 @@ def run_experiment(
         if todo and in_process:
             if phase is not None:
                 phase("compiling")
-            manifest["timings"]["compile_seconds"] = compile_programs(plan, todo)
+            manifest["timings"]["compile_seconds"] = compile_programs(
+                plan, todo, getattr(runner, "workers", None))
         if todo and phase is not None:
             phase("simulating")
         results = (runner(plan, todo, sizes, on_steps=steps.reached) if in_process
