@@ -7,6 +7,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from userchoice import metrics
 from userchoice.engine import EngineSpec
@@ -92,3 +94,17 @@ def test_spec_metrics_default_to_the_applicable_table_rows():
         EngineSpec(Squared(), 2, 10, 20, metrics=("probe_risk",))
     with pytest.raises(ValueError, match="unknown metric 'test_los'; did you mean 'test_loss'"):
         EngineSpec(Squared(), 2, 10, 20, metrics=("test_los",))
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, metrics.NETWORK_MEDIAN_MAX + 2), columns=st.integers(1, 6),
+       data=st.data())
+def test_the_median_of_learners_is_numpys_median(n, columns, data):
+    """Ties, signed zeros, infinities and NaN included: the sorting network gives exactly
+    jnp.median's numbers (and jnp.median itself beyond NETWORK_MEDIAN_MAX)."""
+    values = st.sampled_from([0.0, -0.0, 1.0, -2.5, 3.0, np.inf, -np.inf, np.nan]) | st.floats(
+        -1e6, 1e6, width=32)
+    x = np.asarray(data.draw(st.lists(values, min_size=n * columns, max_size=n * columns)),
+                   np.float32).reshape(n, columns)
+    got = np.asarray(metrics.median_of_learners(jnp.asarray(x)))
+    np.testing.assert_array_equal(got, np.asarray(jnp.median(jnp.asarray(x), axis=0)))
