@@ -152,10 +152,8 @@ def median_of_learners(x: jax.Array) -> jax.Array:
     n = x.shape[0]
     if n > NETWORK_MEDIAN_MAX:
         return jnp.median(x, axis=0)
+    nan = jnp.isnan(x).any(axis=0)  # min/max pass NaN through unevenly; mark it once
     rows = [x[i] for i in range(n)]
-    nan = jnp.zeros(x.shape[1:], bool)
-    for row in rows:  # min/max pass NaN through unevenly; mark it once instead
-        nan = nan | jnp.isnan(row)
     for r in range(n):
         for i in range(r % 2, n - 1, 2):
             rows[i], rows[i + 1] = (jnp.minimum(rows[i], rows[i + 1]),
