@@ -1,9 +1,12 @@
-"""JAX's persistent compilation cache, on by default in the user cache folder.
+"""Compiled programs kept across processes: ours, and JAX's persistent compilation cache.
 
 Compiling one static shape of the engine costs seconds; the compiled program depends only on
 the shapes, the spec and the JAX version (all part of JAX's cache key), so a second process
 running any config of the same shape loads it from disk instead (measured in
-``benchmarks/bench_engine.py``: cold vs warm).
+``benchmarks/bench_engine.py``: cold vs warm). JAX's cache is looked up only after tracing
+and lowering (≈ 0.7 of the ≈ 0.9 s a census shape took warm), so ``ProgramCache`` also keeps
+the compiled executables themselves, under a digest of its key and of everything else the
+program depends on (``fingerprint``); a warm process then neither traces nor lowers.
 
 ``$USERCHOICE_COMPILATION_CACHE``: unset → ``<user cache dir>/userchoice/jax`` (platformdirs);
 ``0``, ``off``, ``false`` or ``no`` → off; any other value → that folder. A cache folder the
@@ -12,7 +15,13 @@ user set on JAX itself (``jax_compilation_cache_dir``) is respected and left as 
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import functools
+import hashlib
 import os
+import pickle
+import platform
 import threading
 import warnings
 from collections import OrderedDict
@@ -21,6 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jaxlib
+import numpy as np
+from jax.experimental import serialize_executable
+
+from userchoice.atomic import atomic_write
 
 ENV = "USERCHOICE_COMPILATION_CACHE"
 _OFF = frozenset({"0", "off", "false", "no"})
@@ -69,6 +83,160 @@ def enable() -> Path | None:
         return folder
 
 
+# --------------------------------------------------------------------------- on disk
+# A stored program is only as right as its key: it is used only when every object in the key
+# is plain data or a dataclass, enum or named tuple of this package (a plug-in's code could
+# change without the key seeing it: those compile, through JAX's cache), and the digest also
+# covers this package's source, JAX, the backend, the machine and the JAX options that change
+# a traced program.
+STORE_VERSION = 1
+STORE_FOLDER = "programs"
+MAX_STORED = 256  # files; the least recently used beyond this (or MAX_STORED_BYTES) are removed
+MAX_STORED_BYTES = 1 << 30
+_CONFIG = ("jax_enable_x64", "jax_default_matmul_precision", "jax_numpy_rank_promotion",
+           "jax_numpy_dtype_promotion", "jax_default_prng_impl", "jax_threefry_partitionable",
+           "jax_debug_nans", "jax_debug_infs", "jax_enable_checks")
+_OURS = __name__.split(".")[0] + "."
+
+
+def canonical(obj: Any) -> str | None:
+    """A text that stands for ``obj`` in every process, or None where we cannot vouch for it
+    (an object of another package, a function, anything without a stable value)."""
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes, np.dtype)):
+        return repr(obj)
+    kind = type(obj)
+    ours = kind.__module__.startswith(_OURS)
+    if isinstance(obj, enum.Enum):
+        return f"{kind.__qualname__}.{obj.name}" if ours else None
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        parts = [(f.name, canonical(getattr(obj, f.name))) for f in dataclasses.fields(obj)]
+    elif isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        parts = list(zip(obj._fields, map(canonical, obj), strict=True))
+    elif kind in (tuple, list, frozenset, set):
+        items = [canonical(item) for item in obj]
+        if None in items:
+            return None
+        if kind in (frozenset, set):  # iteration order differs between processes
+            items.sort()  # type: ignore[call-arg]
+        return f"{kind.__name__}[{', '.join(items)}]"  # type: ignore[arg-type]
+    else:
+        return None
+    if not ours or any(text is None for _, text in parts):
+        return None
+    return f"{kind.__qualname__}({', '.join(f'{k}={v}' for k, v in parts)})"
+
+
+@functools.cache
+def _source_digest() -> str:
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _cpu_flags() -> str:
+    """The host's instruction set extensions: XLA:CPU compiles for the machine it runs on."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def fingerprint() -> str:
+    """What a compiled program depends on besides its key: this package's source, JAX, the
+    backend and its devices, the machine, XLA's flags and the JAX options that change a
+    traced program."""
+    from userchoice.engine import threefry
+
+    device = jax.devices()[0]
+    parts = (STORE_VERSION, _source_digest(), jax.__version__, jaxlib.__version__,
+             device.platform, device.device_kind, device.client.platform_version,
+             jax.device_count(), platform.machine(), _cpu_flags(),
+             os.environ.get("XLA_FLAGS", ""), threefry.STATUS,
+             tuple(str(getattr(jax.config, name, None)) for name in _CONFIG))
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def store_path(name: str, key: Hashable) -> Path | None:
+    """Where ``ProgramCache(name)`` keeps the programs of ``key``; None when the cache is off
+    or the key is not something we can vouch for (``canonical``)."""
+    text = canonical(key)
+    folder = enable()
+    if text is None or folder is None:
+        return None
+    digest = hashlib.sha256(f"{name}\n{text}\n{fingerprint()}".encode()).hexdigest()
+    return folder / STORE_FOLDER / f"{name}-{digest[:40]}.programs"
+
+
+def _pack(programs: Any) -> Any:
+    if isinstance(programs, jax.stages.Compiled):
+        return ("compiled", serialize_executable.serialize(programs))
+    if isinstance(programs, tuple) and hasattr(programs, "_fields"):
+        return ("fields", type(programs), [_pack(item) for item in programs])
+    return ("value", programs)
+
+
+def _unpack(packed: Any) -> Any:
+    kind, *rest = packed
+    if kind == "compiled":
+        return serialize_executable.deserialize_and_load(
+            *rest[0], execution_devices=jax.devices()[:1])  # our programs run on the default
+    if kind == "fields":
+        return rest[0]._make(_unpack(item) for item in rest[1])
+    return rest[0]
+
+
+def _load(path: Path) -> Any | None:
+    try:
+        programs = _unpack(pickle.loads(path.read_bytes()))
+        os.utime(path)  # recently used: kept by _prune
+    except FileNotFoundError:
+        return None
+    except Exception as error:  # a stale or broken file only costs a compile
+        warnings.warn(f"compiling again: cannot load the stored program {path} ({error})",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    jax.monitoring.record_event("/userchoice/program_store/hits")
+    return programs
+
+
+def _save(path: Path, programs: Any) -> None:
+    try:
+        blob = pickle.dumps(_pack(programs), protocol=pickle.HIGHEST_PROTOCOL)
+    except (ValueError, NotImplementedError, TypeError, pickle.PicklingError):
+        return  # not serialisable (e.g. closed-over constants): JAX's cache still has it
+    try:
+        atomic_write(path, lambda out: out.write(blob))
+        _prune(path.parent)
+    except OSError as error:
+        warnings.warn(f"program not stored ({error}); set ${ENV}=off to silence this",
+                      RuntimeWarning, stacklevel=3)
+    jax.monitoring.record_event("/userchoice/program_store/writes")
+
+
+def _prune(folder: Path) -> None:
+    """Remove the least recently used stored programs beyond MAX_STORED / MAX_STORED_BYTES."""
+    entries = []
+    for path in folder.glob("*.programs"):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # removed by another process meanwhile
+            continue
+        entries.append((stat.st_mtime, stat.st_size, path))
+    entries.sort(reverse=True)
+    total = 0
+    for count, (_, size, path) in enumerate(entries, 1):
+        total += size
+        if count > MAX_STORED or total > MAX_STORED_BYTES:
+            path.unlink(missing_ok=True)
+
+
 # --------------------------------------------------------------------------- in memory
 # Compiled programs of this process, per dynamics. Bounded: one engine shape's programs hold
 # about 250 memory maps on XLA:CPU, and a long process (a notebook, a test suite) that kept
@@ -82,9 +250,12 @@ _caches: list[ProgramCache] = []
 
 class ProgramCache:
     """Compiled programs by key, least recently used evicted beyond ``maxsize``; one lock per
-    key, so threads running chunks of one shape compile it once."""
+    key, so threads running chunks of one shape compile it once. With a ``name`` (a namespace:
+    one per dynamics) they are also stored on disk (``store_path``) and a later process loads
+    them instead of tracing, lowering and compiling."""
 
-    def __init__(self, maxsize: int = MAX_PROGRAMS) -> None:
+    def __init__(self, name: str | None = None, maxsize: int = MAX_PROGRAMS) -> None:
+        self.name = name
         self.maxsize = maxsize
         self._programs: OrderedDict[Hashable, Any] = OrderedDict()
         self._locks: dict[Hashable, threading.Lock] = {}
@@ -103,7 +274,12 @@ class ProgramCache:
                 if key in self._programs:
                     return self._programs[key]
             enable()
-            programs = build()
+            path = None if self.name is None else store_path(self.name, key)
+            programs = None if path is None else _load(path)
+            if programs is None:
+                programs = build()
+                if path is not None:
+                    _save(path, programs)
             with self._guard:
                 self._programs[key] = programs
                 while len(self._programs) > self.maxsize:

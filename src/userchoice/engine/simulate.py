@@ -121,7 +121,7 @@ def _jitted(spec: EngineSpec, x64: bool, length: int) -> tuple[Callable, Callabl
     return start, segment
 
 
-_PROGRAMS = compile_cache.ProgramCache()
+_PROGRAMS = compile_cache.ProgramCache("engine")
 
 
 def _executable(spec: EngineSpec, data: MarketArrays, init: Params | None, part: Knobs

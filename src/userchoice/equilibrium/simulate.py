@@ -127,7 +127,7 @@ def _jitted(spec: EquilibriumSpec, x64: bool, shape: tuple[int, ...], per_run: b
                 spec, data, state, knobs, bayes, limit, axis)))
 
 
-_PROGRAMS = compile_cache.ProgramCache()
+_PROGRAMS = compile_cache.ProgramCache("equilibrium")
 
 
 def _programs(spec: EquilibriumSpec, data: DataArrays, knobs: Knobs, theta0: Any,

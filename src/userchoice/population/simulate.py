@@ -139,7 +139,7 @@ def _jitted(spec: PopulationSpec, x64: bool, length: int, with_theta0: bool):
     return start, segment, equilibria
 
 
-_PROGRAMS = compile_cache.ProgramCache()
+_PROGRAMS = compile_cache.ProgramCache("population")
 
 
 def _programs(spec: PopulationSpec, arrays: GroupArrays, knobs: Knobs, allocation: Any,
