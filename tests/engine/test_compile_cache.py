@@ -63,6 +63,11 @@ def test_second_process_loads_the_program_from_the_cache(tmp_path):
         stored.unlink()
     third = _run(str(folder), tmp_path)  # no stored executable: JAX's cache answers
     assert third["hits"] >= 1 and third["misses"] == 0 and third["loss"] == first["loss"]
+    # What JAX's cache loaded is not stored again (XLA:CPU loses kernels re-serialising it),
+    # so the next process still runs correctly, through JAX's cache.
+    assert third["stored"] == 0
+    fourth = _run(str(folder), tmp_path)
+    assert fourth["loaded"] == 0 and fourth["hits"] >= 1 and fourth["loss"] == first["loss"]
 
 
 def test_a_broken_stored_program_is_compiled_again_with_a_warning(tmp_path):
@@ -71,8 +76,8 @@ def test_a_broken_stored_program_is_compiled_again_with_a_warning(tmp_path):
     (stored,) = (folder / compile_cache.STORE_FOLDER).iterdir()
     stored.write_bytes(b"not a program")
     again = _run(str(folder), tmp_path)
-    assert again["loaded"] == 0 and again["stored"] == 1 and again["loss"] == first["loss"]
-    assert stored.stat().st_size > 1000  # replaced by the program compiled again
+    assert again["loaded"] == 0 and again["loss"] == first["loss"]
+    assert not stored.exists() or stored.stat().st_size > 1000  # removed or stored anew
 
 
 class _Foreign:  # a plug-in of another package would look like this to the store

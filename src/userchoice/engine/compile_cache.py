@@ -174,6 +174,25 @@ def store_path(name: str, key: Hashable) -> Path | None:
     return folder / STORE_FOLDER / f"{name}-{digest[:40]}.programs"
 
 
+# XLA:CPU executables that JAX loaded from its own cache lack kernels once serialised again
+# ("Function … not found" when run after loading; jaxlib 0.10.2), so only programs compiled in
+# this process are stored. JAX reports a cache hit in the thread that compiles.
+_HIT = "/jax/compilation_cache/cache_hits"
+_thread = threading.local()
+
+
+def _count_hits(event: str, **_: Any) -> None:
+    if event == _HIT:
+        _thread.hits = getattr(_thread, "hits", 0) + 1
+
+
+jax.monitoring.register_event_listener(_count_hits)
+
+
+def _hits_in_this_thread() -> int:
+    return getattr(_thread, "hits", 0)
+
+
 def _pack(programs: Any) -> Any:
     if isinstance(programs, jax.stages.Compiled):
         return ("compiled", serialize_executable.serialize(programs))
@@ -199,8 +218,9 @@ def _load(path: Path) -> Any | None:
     except FileNotFoundError:
         return None
     except Exception as error:  # a stale or broken file only costs a compile
-        warnings.warn(f"compiling again: cannot load the stored program {path} ({error})",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(f"compiling again: cannot load the stored program {path} ({error}); "
+                      "removed it", RuntimeWarning, stacklevel=3)
+        path.unlink(missing_ok=True)
         return None
     jax.monitoring.record_event("/userchoice/program_store/hits")
     return programs
@@ -277,8 +297,9 @@ class ProgramCache:
             path = None if self.name is None else store_path(self.name, key)
             programs = None if path is None else _load(path)
             if programs is None:
+                hits = _hits_in_this_thread()
                 programs = build()
-                if path is not None:
+                if path is not None and _hits_in_this_thread() == hits:
                     _save(path, programs)
             with self._guard:
                 self._programs[key] = programs
