@@ -21,7 +21,10 @@ from userchoice.engine import compile_cache
 
 # One small simulate in a fresh process; prints the cache events JAX reported and the folder.
 SCRIPT = """
-import json, jax, jax.monitoring as monitoring
+import json, os, jax, jax.monitoring as monitoring
+from userchoice.engine import compile_cache
+if os.environ.get("SOURCE_DIGEST"):  # as if this package's source had been edited
+    compile_cache._source_digest = lambda: os.environ["SOURCE_DIGEST"]
 events = []
 monitoring.register_event_listener(lambda name, **kw: events.append(name))
 from userchoice.engine import EngineSpec, knob_grid, simulate
@@ -38,9 +41,9 @@ print(json.dumps({"hits": events.count("/jax/compilation_cache/cache_hits"),
 """
 
 
-def _run(env_value: str | None, home: Path) -> dict:
+def _run(env_value: str | None, home: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k != compile_cache.ENV}
-    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / "cache"))
+    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / "cache"), **extra)
     if env_value is not None:
         env[compile_cache.ENV] = env_value
     out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
@@ -68,6 +71,19 @@ def test_second_process_loads_the_program_from_the_cache(tmp_path):
     assert third["stored"] == 0
     fourth = _run(str(folder), tmp_path)
     assert fourth["loaded"] == 0 and fourth["hits"] >= 1 and fourth["loss"] == first["loss"]
+
+
+def test_an_edited_package_compiles_afresh_and_stores_again(tmp_path):
+    """The same program text after an edit (or an upgrade) must not come from JAX's cache,
+    which would leave it unstorable: its programs are named after the store digest."""
+    folder = tmp_path / "jax-cache"
+    first = _run(str(folder), tmp_path)
+    edited = _run(str(folder), tmp_path, SOURCE_DIGEST="edited")
+    assert edited["hits"] == 0 and edited["misses"] >= 1 and edited["loaded"] == 0
+    assert edited["stored"] == 1 and edited["loss"] == first["loss"]
+    assert len(list((folder / compile_cache.STORE_FOLDER).glob("engine-*.programs"))) == 2
+    again = _run(str(folder), tmp_path, SOURCE_DIGEST="edited")
+    assert again["loaded"] == 1 and again["hits"] == 0 and again["loss"] == first["loss"]
 
 
 def test_a_broken_stored_program_is_compiled_again_with_a_warning(tmp_path):
@@ -147,7 +163,7 @@ def test_program_cache_evicts_the_least_recently_used_beyond_its_size():
     builds: list[str] = []
 
     def build(key):
-        return lambda: builds.append(key) or key.upper()
+        return lambda tag: builds.append(key) or key.upper()
 
     assert programs.get("a", build("a")) == "A"
     assert programs.get("b", build("b")) == "B"
@@ -163,8 +179,8 @@ def test_program_cache_builds_a_key_once_across_threads():
     builds = []
     barrier = threading.Barrier(8)
 
-    def build():
-        builds.append(1)
+    def build(tag):
+        builds.append(tag)
         time.sleep(0.05)  # a slow compile: the other threads arrive while it runs
         return object()
 
@@ -174,7 +190,7 @@ def test_program_cache_builds_a_key_once_across_threads():
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(worker, range(8)))
-    assert len(builds) == 1 and all(r is results[0] for r in results)
+    assert builds == [""] and all(r is results[0] for r in results)  # unnamed: not stored
 
 
 def _memory_maps() -> int:

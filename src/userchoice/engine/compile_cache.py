@@ -174,9 +174,19 @@ def store_path(name: str, key: Hashable) -> Path | None:
     return folder / STORE_FOLDER / f"{name}-{digest[:40]}.programs"
 
 
+def named(fun: Callable, name: str) -> Callable:
+    """``fun`` renamed: a jitted function's name is its program's name, which JAX's cache key
+    and XLA's profiles show."""
+    fun.__name__ = fun.__qualname__ = name
+    return fun
+
+
 # XLA:CPU executables that JAX loaded from its own cache lack kernels once serialised again
 # ("Function … not found" when run after loading; jaxlib 0.10.2), so only programs compiled in
-# this process are stored. JAX reports a cache hit in the thread that compiles.
+# this process are stored. So that JAX's cache does not answer for a program we mean to store
+# (same program text after an edit of this package or an upgrade), ``build`` receives a tag
+# from the store digest to name its programs with (``named``), which changes JAX's key too.
+# JAX reports a cache hit in the thread that compiles.
 _HIT = "/jax/compilation_cache/cache_hits"
 _thread = threading.local()
 
@@ -282,8 +292,10 @@ class ProgramCache:
         self._guard = threading.Lock()
         _caches.append(self)
 
-    def get(self, key: Hashable, build: Callable[[], Any]) -> Any:
-        """The programs under ``key``, from ``build()`` (with the disk cache on) if absent."""
+    def get(self, key: Hashable, build: Callable[[str], Any]) -> Any:
+        """The programs under ``key``, from ``build(tag)`` (with the disk cache on) if absent;
+        ``tag`` ("" or ``_<digest>``, for a stored key) goes into the names of the programs
+        it compiles (``named``)."""
         with self._guard:
             if key in self._programs:
                 self._programs.move_to_end(key)
@@ -298,7 +310,7 @@ class ProgramCache:
             programs = None if path is None else _load(path)
             if programs is None:
                 hits = _hits_in_this_thread()
-                programs = build()
+                programs = build("" if path is None else "_" + path.stem.rsplit("-", 1)[1][:16])
                 if path is not None and _hits_in_this_thread() == hits:
                     _save(path, programs)
             with self._guard:

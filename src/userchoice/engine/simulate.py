@@ -23,6 +23,7 @@ from userchoice.engine import compile_cache, driver
 from userchoice.engine.spec import (
     EngineSpec,
     MarketArrays,
+    as_array,
     check_init_params,
     market_arrays,
     validate_market,
@@ -111,13 +112,14 @@ class Programs(NamedTuple):
 
 
 @functools.lru_cache(maxsize=64)
-def _jitted(spec: EngineSpec, x64: bool, length: int) -> tuple[Callable, Callable]:
+def _jitted(spec: EngineSpec, x64: bool, length: int, tag: str) -> tuple[Callable, Callable]:
     del x64  # part of the cache key only: x64 mode changes the traced program
-    start = jax.jit(jax.vmap(lambda data, init, knobs: init_run(spec, data, knobs, init),
-                             in_axes=(None, None, 0)))
-    segment = jax.jit(jax.vmap(
+    named = compile_cache.named
+    start = jax.jit(jax.vmap(named(lambda data, init, knobs: init_run(spec, data, knobs, init),
+                                   "engine_start" + tag), in_axes=(None, None, 0)))
+    segment = jax.jit(jax.vmap(named(
         lambda data, ctx, state, first: run_segment(spec, data, ctx, state, first, length),
-        in_axes=(None, 0, 0, None)))
+        "engine_segment" + tag), in_axes=(None, 0, 0, None)))
     return start, segment
 
 
@@ -132,8 +134,8 @@ def _executable(spec: EngineSpec, data: MarketArrays, init: Params | None, part:
     length = segment_length(len(spec.eval_steps))
     x64 = bool(jax.config.jax_enable_x64)
 
-    def build() -> Programs:
-        start, segment = _jitted(spec, x64, length)
+    def build(tag: str) -> Programs:
+        start, segment = _jitted(spec, x64, length, tag)
         ctx, state = jax.eval_shape(start, data, init, part)
         return Programs(start.lower(data, init, part).compile(),
                         segment.lower(data, ctx, state, jnp.int32(0)).compile(), length)
@@ -369,7 +371,7 @@ def _chunk_inputs(market: Market, spec: EngineSpec, knobs: Knobs, init_params: P
     dtype = jnp.dtype(spec.dtype)
     data = market_arrays(market, dtype)
     init = None if init_params is None else jax.tree_util.tree_map(
-        lambda a: jnp.asarray(a, dtype), init_params)
+        lambda a: as_array(a, dtype), init_params)
 
     def chunk_knobs(lo: int) -> Knobs:
         idx = np.minimum(np.arange(lo, lo + chunk), n_runs - 1)  # pad with the last run

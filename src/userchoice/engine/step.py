@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from userchoice import metrics as metric_table
-from userchoice.engine.spec import EngineSpec, MarketArrays
+from userchoice.engine.spec import EngineSpec, MarketArrays, as_array
 from userchoice.engine.streams import (
     RunKeys,
     StepDraws,
@@ -70,8 +70,7 @@ class RunContext(NamedTuple):
 
 def cast_knobs(knobs: Knobs, dtype: Any) -> Knobs:
     """One run's (or a chunk's) knobs as device arrays: the seed int32, the rest ``dtype``."""
-    return Knobs(**{name: jnp.asarray(getattr(knobs, name),
-                                      jnp.int32 if name == "seed" else dtype)
+    return Knobs(**{name: as_array(getattr(knobs, name), jnp.int32 if name == "seed" else dtype)
                     for name in KNOB_NAMES})
 
 
@@ -108,7 +107,7 @@ def init_run(spec: EngineSpec, data: MarketArrays, knobs: Knobs,
     if init_params is None:
         theta0 = draw_init(spec, keys.init, n, d, dtype)
     else:
-        theta0 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), init_params)
+        theta0 = jax.tree_util.tree_map(lambda a: as_array(a, dtype), init_params)
 
     probe_x = probe_w = source = labels = None
     if spec.probing is not None:

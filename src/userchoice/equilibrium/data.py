@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from userchoice.engine.spec import as_array
+
 
 class DataArrays(NamedTuple):
     """One run's data as device arrays (``weight`` sums to 1)."""
@@ -109,8 +111,8 @@ class EquilibriumData:
 
     def arrays(self, dtype: Any = jnp.float32) -> DataArrays:
         """The device arrays (with the run axis, if any)."""
-        return DataArrays(jnp.asarray(self.x, dtype), jnp.asarray(self.y, jnp.int32),
-                          jnp.asarray(self.weight, dtype))
+        return DataArrays(as_array(self.x, dtype), as_array(self.y, jnp.int32),
+                          as_array(self.weight, dtype))
 
     def __repr__(self) -> str:
         runs = f"R={self.n_runs}, " if self.per_run else ""

@@ -23,6 +23,7 @@ import numpy as np
 
 from userchoice import metrics as metric_table
 from userchoice.engine import compile_cache, driver
+from userchoice.engine.spec import as_array
 from userchoice.engine.step import cast_knobs
 from userchoice.equilibrium.data import DataArrays, EquilibriumData
 from userchoice.equilibrium.metrics import EquilibriumEvaluation
@@ -119,12 +120,14 @@ class Programs(NamedTuple):
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted(spec: EquilibriumSpec, x64: bool, shape: tuple[int, ...], per_run: bool):
+def _jitted(spec: EquilibriumSpec, x64: bool, shape: tuple[int, ...], per_run: bool, tag: str):
     del x64  # part of the cache key only
     axis = 0 if per_run else None
-    return (jax.jit(lambda data, knobs, theta0: begin(spec, data, knobs, theta0, shape, axis)),
-            jax.jit(lambda data, state, knobs, bayes, limit: advance(
-                spec, data, state, knobs, bayes, limit, axis)))
+    named = compile_cache.named
+    return (jax.jit(named(lambda data, knobs, theta0: begin(spec, data, knobs, theta0, shape,
+                                                            axis), "equilibrium_begin" + tag)),
+            jax.jit(named(lambda data, state, knobs, bayes, limit: advance(
+                spec, data, state, knobs, bayes, limit, axis), "equilibrium_advance" + tag)))
 
 
 _PROGRAMS = compile_cache.ProgramCache("equilibrium")
@@ -136,8 +139,8 @@ def _programs(spec: EquilibriumSpec, data: DataArrays, knobs: Knobs, theta0: Any
     shapes = jax.tree_util.tree_map(lambda a: (a.shape, str(a.dtype)), (data, knobs, theta0))
     x64 = bool(jax.config.jax_enable_x64)
 
-    def build() -> Programs:
-        start, step = _jitted(spec, x64, shape, per_run)
+    def build(tag: str) -> Programs:
+        start, step = _jitted(spec, x64, shape, per_run, tag)
         state, bayes = jax.eval_shape(start, data, knobs, theta0)
         return Programs(start.lower(data, knobs, theta0).compile(),
                         step.lower(data, state, knobs, bayes, jnp.int32(0)).compile())
@@ -208,7 +211,7 @@ def _inputs(data: EquilibriumData, spec: EquilibriumSpec, knobs: Knobs, theta0: 
         chunk_data = jax.tree_util.tree_map(lambda a: a[idx], arrays) if data.per_run \
             else arrays
         return (chunk_data, cast_knobs(knobs.take(idx), dtype),
-                None if theta0 is None else jnp.asarray(theta0[idx], dtype))
+                None if theta0 is None else as_array(theta0[idx], dtype))
 
     return part
 

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from userchoice.engine.spec import as_array
 from userchoice.population import logistic
 from userchoice.population.groups import GroupSet
 
@@ -47,7 +48,7 @@ def group_arrays(groups: GroupSet, dtype: Any = jnp.float64) -> GroupArrays:
     """The device arrays of ``groups`` in ``dtype`` (call inside the x64 mode the spec needs)."""
 
     def f(a):
-        return jnp.asarray(a, dtype)
+        return as_array(a, dtype)
 
     iso = groups.isotropic
     scale = groups.A.trace(axis1=1, axis2=2) / groups.dim

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from userchoice.engine import compile_cache, driver
+from userchoice.engine.spec import as_array
 from userchoice.engine.step import cast_knobs
 from userchoice.knobs import KNOBS, Knobs, validate_knobs
 from userchoice.population.arrays import GroupArrays, group_arrays
@@ -126,16 +127,17 @@ def segment_length(n_evals: int) -> int:
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted(spec: PopulationSpec, x64: bool, length: int, with_theta0: bool):
+def _jitted(spec: PopulationSpec, x64: bool, length: int, with_theta0: bool, tag: str):
     del x64  # part of the cache key only
-    start = jax.jit(jax.vmap(
+    named = compile_cache.named
+    start = jax.jit(jax.vmap(named(
         lambda arrays, knobs, allocation, theta0: init_state(
             spec, arrays, knobs, allocation, theta0 if with_theta0 else None),
-        in_axes=(None, 0, 0, 0 if with_theta0 else None)))
-    segment = jax.jit(lambda arrays, state, knobs, first: run_segment(
-        spec, arrays, state, knobs, first, length))
-    equilibria = jax.jit(jax.vmap(lambda arrays, state, knobs: equilibrium_metrics(
-        spec, arrays, state, knobs), in_axes=(None, 0, 0)))
+        "population_start" + tag), in_axes=(None, 0, 0, 0 if with_theta0 else None)))
+    segment = jax.jit(named(lambda arrays, state, knobs, first: run_segment(
+        spec, arrays, state, knobs, first, length), "population_segment" + tag))
+    equilibria = jax.jit(jax.vmap(named(lambda arrays, state, knobs: equilibrium_metrics(
+        spec, arrays, state, knobs), "population_equilibria" + tag), in_axes=(None, 0, 0)))
     return start, segment, equilibria
 
 
@@ -150,8 +152,8 @@ def _programs(spec: PopulationSpec, arrays: GroupArrays, knobs: Knobs, allocatio
     length = segment_length(len(spec.eval_steps))
     x64 = bool(jax.config.jax_enable_x64)
 
-    def build() -> Programs:
-        start, segment, equilibria = _jitted(spec, x64, length, theta0 is not None)
+    def build(tag: str) -> Programs:
+        start, segment, equilibria = _jitted(spec, x64, length, theta0 is not None, tag)
         state = jax.eval_shape(start, arrays, knobs, allocation, theta0)
         return Programs(start.lower(arrays, knobs, allocation, theta0).compile(),
                         segment.lower(arrays, state, knobs, jnp.int32(0)).compile(),
@@ -166,8 +168,8 @@ def _segment_program(spec: PopulationSpec, arrays: GroupArrays, state: Populatio
     shapes = jax.tree_util.tree_map(lambda a: (a.shape, str(a.dtype)), (arrays, state, knobs))
     x64 = bool(jax.config.jax_enable_x64)
 
-    def build() -> Any:
-        segment = _jitted(spec, x64, length, False)[1]
+    def build(tag: str) -> Any:
+        segment = _jitted(spec, x64, length, False, tag)[1]
         return segment.lower(arrays, state, knobs, jnp.int32(0)).compile()
 
     return _PROGRAMS.get(("segment", spec, x64, repr(shapes), length), build)
@@ -259,8 +261,8 @@ def _inputs(groups: GroupSet, spec: PopulationSpec, knobs: Knobs, alloc: np.ndar
 
     def part(lo: int):
         idx = np.minimum(np.arange(lo, lo + chunk), n_runs - 1)  # pad with the last run
-        return (cast_knobs(knobs.take(idx), dtype), jnp.asarray(alloc[idx], dtype),
-                None if theta0 is None else jnp.asarray(theta0[idx], dtype))
+        return (cast_knobs(knobs.take(idx), dtype), as_array(alloc[idx], dtype),
+                None if theta0 is None else as_array(theta0[idx], dtype))
 
     return arrays, part
 
