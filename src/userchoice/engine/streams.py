@@ -32,13 +32,24 @@ class RunKeys(NamedTuple):
     probe_batch: jax.Array
 
 
+def fold_in_each(keys: list[jax.Array], data: jax.Array | int) -> list[jax.Array]:
+    """``[fold_in(k, data) for k in keys]`` as one vectorised hash: the same keys (vmap
+    computes each element alone), but one Threefry kernel for XLA to compile instead of one
+    per key — the hashes were most of the compile time of our programs on the CPU."""
+    if len(keys) < 2:
+        return [jax.random.fold_in(k, data) for k in keys]
+    folded = jax.vmap(jax.random.fold_in, in_axes=(0, None))(jnp.stack(keys), data)
+    return list(folded)
+
+
 def run_keys(seed: jax.Array) -> RunKeys:
     """Named streams, ``fold_in(key(seed), i)`` in RunKeys field order (init 0 … probe_batch 4).
 
     Renumbering them would change every run's numbers.
     """
     key = jax.random.key(seed)
-    return RunKeys(*(jax.random.fold_in(key, s) for s in range(5)))
+    streams = jnp.arange(len(RunKeys._fields), dtype=jnp.uint32)
+    return RunKeys(*jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, streams))
 
 
 def uniform_indices(key: jax.Array, shape: tuple[int, ...], n: int | jax.Array) -> jax.Array:
@@ -87,9 +98,14 @@ def draw_step(spec: EngineSpec, keys: RunKeys, t: jax.Array, n_train: int,
     """All randomness step ``t`` consumes; a pure function of (keys, t) (and of the run's
     ``order``, ``arrival_order``, for ``arrival="shuffle"``)."""
     dtype = jnp.dtype(spec.dtype)
+    streams = {"choice": keys.choice}
     if spec.arrival == "uniform":
-        batch = uniform_indices(jax.random.fold_in(keys.arrival, t), (spec.batch_size,),
-                                n_train)
+        streams["arrival"] = keys.arrival
+    if spec.probing is not None:
+        streams["probe_batch"] = keys.probe_batch
+    step_keys = dict(zip(streams, fold_in_each(list(streams.values()), t), strict=True))
+    if spec.arrival == "uniform":
+        batch = uniform_indices(step_keys["arrival"], (spec.batch_size,), n_train)
     else:
         position = jnp.asarray(t, jnp.int32) * spec.batch_size + jnp.arange(
             spec.batch_size, dtype=jnp.int32)
@@ -99,11 +115,10 @@ def draw_step(spec: EngineSpec, keys: RunKeys, t: jax.Array, n_train: int,
             raise ValueError("arrival='shuffle' needs the run's order (arrival_order)")
         else:
             batch = order[position]
-    choice = spec.choice_rule.draw(jax.random.fold_in(keys.choice, t), spec.batch_size,
-                                   spec.n_learners, dtype)
+    choice = spec.choice_rule.draw(step_keys["choice"], spec.batch_size, spec.n_learners, dtype)
     probe = None
     if spec.probing is not None:
-        probe = uniform_indices(jax.random.fold_in(keys.probe_batch, t),
+        probe = uniform_indices(step_keys["probe_batch"],
                                 (spec.n_probers, spec.probing.probe_batch), spec.probing.n_probe)
     return StepDraws(batch, choice, probe)
 
