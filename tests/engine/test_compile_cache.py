@@ -218,3 +218,37 @@ def test_clear_programs_frees_the_compiled_programs():
     gc.collect()
     assert _PROGRAMS.keys() == []
     assert _memory_maps() - before < grown / 2, (before, grown)
+
+
+class _FakeLowered:
+    """Stands for a lowered program whose compile JAX answered from its cache."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.thread: str | None = None
+        self.x64: bool | None = None
+
+    def compile(self):
+        import jax
+
+        self.thread = threading.current_thread().name
+        self.x64 = bool(jax.config.jax_enable_x64)
+        jax.monitoring.record_event(compile_cache._HIT)
+        if self.fail:
+            raise RuntimeError("compile failed")
+        return "compiled"
+
+
+def test_compile_aside_compiles_on_another_thread_and_counts_its_cache_hits_as_ours():
+    import jax
+
+    lowered = _FakeLowered()
+    before = compile_cache._hits_in_this_thread()
+    with jax.enable_x64(True):
+        result = compile_cache.compile_aside(lowered)
+        assert result() == "compiled"
+    assert lowered.thread != threading.current_thread().name and lowered.x64 is True
+    # A hit there must stop the caller from storing what JAX's cache loaded.
+    assert compile_cache._hits_in_this_thread() == before + 1
+    with pytest.raises(RuntimeError, match="compile failed"):
+        compile_cache.compile_aside(_FakeLowered(fail=True))()

@@ -26,6 +26,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +202,31 @@ jax.monitoring.register_event_listener(_count_hits)
 
 def _hits_in_this_thread() -> int:
     return getattr(_thread, "hits", 0)
+
+
+def compile_aside(lowered: jax.stages.Lowered) -> Callable[[], jax.stages.Compiled]:
+    """Start compiling ``lowered`` on a thread of its own (XLA compiles without the GIL) so
+    the caller can trace and lower its next program meanwhile; returns a function that waits
+    for the compiled program. JAX cache hits on that thread count as the caller's (what JAX's
+    cache loaded is never stored)."""
+    x64 = bool(jax.config.jax_enable_x64)  # the mode is thread-local
+
+    def work() -> tuple[jax.stages.Compiled, int]:
+        before = _hits_in_this_thread()
+        with jax.enable_x64(x64):
+            compiled = lowered.compile()
+        return compiled, _hits_in_this_thread() - before
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="userchoice-compile")
+    future = pool.submit(work)
+    pool.shutdown(wait=False)
+
+    def result() -> jax.stages.Compiled:
+        compiled, hits = future.result()
+        _thread.hits = _hits_in_this_thread() + hits
+        return compiled
+
+    return result
 
 
 def _pack(programs: Any) -> Any:

@@ -137,8 +137,9 @@ def _executable(spec: EngineSpec, data: MarketArrays, init: Params | None, part:
     def build(tag: str) -> Programs:
         start, segment = _jitted(spec, x64, length, tag)
         ctx, state = jax.eval_shape(start, data, init, part)
-        return Programs(start.lower(data, init, part).compile(),
-                        segment.lower(data, ctx, state, jnp.int32(0)).compile(), length)
+        start_program = compile_cache.compile_aside(start.lower(data, init, part))
+        segment_program = segment.lower(data, ctx, state, jnp.int32(0)).compile()
+        return Programs(start_program(), segment_program, length)
 
     return _PROGRAMS.get((spec, x64, repr(shapes), length), build)
 

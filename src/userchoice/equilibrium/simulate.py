@@ -142,8 +142,9 @@ def _programs(spec: EquilibriumSpec, data: DataArrays, knobs: Knobs, theta0: Any
     def build(tag: str) -> Programs:
         start, step = _jitted(spec, x64, shape, per_run, tag)
         state, bayes = jax.eval_shape(start, data, knobs, theta0)
-        return Programs(start.lower(data, knobs, theta0).compile(),
-                        step.lower(data, state, knobs, bayes, jnp.int32(0)).compile())
+        start_program = compile_cache.compile_aside(start.lower(data, knobs, theta0))
+        step_program = step.lower(data, state, knobs, bayes, jnp.int32(0)).compile()
+        return Programs(start_program(), step_program)
 
     return _PROGRAMS.get((spec, x64, repr(shapes), shape, per_run), build)
 

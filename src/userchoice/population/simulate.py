@@ -155,9 +155,11 @@ def _programs(spec: PopulationSpec, arrays: GroupArrays, knobs: Knobs, allocatio
     def build(tag: str) -> Programs:
         start, segment, equilibria = _jitted(spec, x64, length, theta0 is not None, tag)
         state = jax.eval_shape(start, arrays, knobs, allocation, theta0)
-        return Programs(start.lower(arrays, knobs, allocation, theta0).compile(),
-                        segment.lower(arrays, state, knobs, jnp.int32(0)).compile(),
-                        equilibria.lower(arrays, state, knobs).compile(), length)
+        aside = compile_cache.compile_aside
+        start_program = aside(start.lower(arrays, knobs, allocation, theta0))
+        segment_program = aside(segment.lower(arrays, state, knobs, jnp.int32(0)))
+        equilibria_program = equilibria.lower(arrays, state, knobs).compile()
+        return Programs(start_program(), segment_program(), equilibria_program, length)
 
     return _PROGRAMS.get((spec, x64, repr(shapes), length), build)
 
