@@ -302,6 +302,33 @@ def test_reproduce_quick_end_to_end(tmp_path_factory):
     assert "acs_2017_1yr_person_AL_sample5000.csv.gz" in text and "sha256 `" in text
 
 
+def test_figures_drawn_by_worker_processes_are_the_ones_drawn_here(tmp_path, monkeypatch):
+    rp.reproduce("paper", tmp_path / "out", configs=tiny_sets(tmp_path / "configs"),
+                 figures=False)
+    out = tmp_path / "out"
+    names = ["trap_bad", "trap_good", "missing"]  # no results for "missing"
+    here, here_errors = rp.write_figures(out, names, workers=1)
+    drawn_here = {p: p.read_bytes() for paths in here.values() for p in paths
+                  if p.suffix == ".png"}
+    for paths in here.values():
+        for path in paths:
+            path.unlink()
+    monkeypatch.setattr(rp, "MIN_FIGURE_TASKS_PER_WORKER", 1)
+    workers = {}
+    real = rp._draw_in_workers
+
+    def spy(*args):
+        workers.update(real(*args))
+        return workers
+
+    monkeypatch.setattr(rp, "_draw_in_workers", spy)
+    there, there_errors = rp.write_figures(out, names, workers=2)
+    assert set(workers) == {"trap_bad", "trap_good", "trap_bad_vs_trap_good"}  # all but missing
+    assert there == here and list(there) == list(here)
+    assert set(there_errors) == set(here_errors) == {"missing"}  # tried here again, reported
+    assert {p: p.read_bytes() for p in drawn_here} == drawn_here
+
+
 def test_a_failing_experiment_does_not_stop_the_others(tmp_path):
     root = tiny_sets(tmp_path / "configs")
     broken = census_config(str(tmp_path / "missing.csv"))
