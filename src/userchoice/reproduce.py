@@ -33,7 +33,6 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -186,12 +185,6 @@ MIN_FIGURE_TASKS_PER_WORKER = 3
 _WORKER = "from userchoice.reproduce import _figure_worker; _figure_worker()"
 
 
-def _cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
 def _draw(out: Path, key: str, task: str | Sequence[str]) -> list[Path]:
     plots = _plots()
     if isinstance(task, str):
@@ -250,7 +243,9 @@ def write_figures(out: Path, names: Sequence[str], workers: int | None = None
     _plots()
     tasks: list[tuple[str, Any]] = [(name, name) for name in names]
     tasks += [(f"{bad}_vs_{good}", [bad, good]) for bad, good in bad_good_pairs(names)]
-    n = min(_cores() if workers is None else workers,
+    from userchoice.engine.driver import cpu_cores
+
+    n = min(cpu_cores() if workers is None else workers,
             len(tasks) // MIN_FIGURE_TASKS_PER_WORKER)
     drawn = _draw_in_workers(Path(out), tasks, n) if n > 1 else {}
     written: dict[str, list[Path]] = {}

@@ -77,13 +77,18 @@ def chunk_bounds(n_runs: int, chunk_size: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + chunk_size, n_runs)) for lo in range(0, n_runs, chunk_size)]
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 def default_workers() -> int:
     """Chunks run concurrently on CPU (one per core; XLA releases the GIL while it runs)."""
     if jax.default_backend() != "cpu":
         return 1
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+    return cpu_cores()
 
 
 def run_pool(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None
