@@ -57,6 +57,16 @@ def _free_compiled_programs() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _wide_console() -> Iterator[None]:
+    """Rich wraps at 80 columns when its output is not a terminal, so a message holding a
+    temporary path (whose length depends on the runner: pytest-xdist adds a folder) would
+    split across lines unpredictably; 200 columns for every test, as ``terminal_width=200``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COLUMNS", "200")
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def user_data_dir(tmp_path_factory) -> Iterator[Path]:
     """A data directory laid out like a user's (symlinks to ../shared/data, where staged), set
     as $USERCHOICE_DATA for every test: the shipped configs' ${DATA_DIR} paths resolve here, and
