@@ -495,7 +495,7 @@ def _runner(executor: str, address: str | None, workers: int | None):
 
 
 def _sweep(config, out: Path, executor: str, address: str | None, data_dir: Path | None,
-           workers: int | None) -> None:
+           workers: int | None, reuse: list[Path] | None = None) -> None:
     from userchoice.experiments.runner import iter_failures, run_experiment
 
     console = Console()
@@ -510,15 +510,16 @@ def _sweep(config, out: Path, executor: str, address: str | None, data_dir: Path
             try:
                 summary = run_experiment(config, out, runner=runner, data_dir=data_dir,
                                          progress=view.progress, warn=warn, phase=view.phase,
-                                         step_progress=view.step_progress)
+                                         step_progress=view.step_progress, reuse=reuse or ())
             finally:
                 view.close()
     except (ValueError, FileNotFoundError) as err:
         _error(console, err)
         raise typer.Exit(2) from err
     console.print(f"{summary.out}: {summary.done} done, {summary.diverged} diverged, "
-                  f"{summary.failed} failed, {summary.skipped} already finished "
-                  f"({summary.seconds:.1f} s)")
+                  f"{summary.failed} failed, {summary.skipped} already finished"
+                  + (f", {summary.reused} copied from --reuse" if summary.reused else "")
+                  + f" ({summary.seconds:.1f} s)")
     for row in list(iter_failures(out))[:10]:
         console.print(f"  [yellow]{row['status']}[/yellow] run {row['run_id']}: {row['reason']}")
     _print_headline(console, headline(out))
@@ -610,7 +611,8 @@ def _print_dry_run(console: Console, plan: Any) -> None:
     mib = 2**20
     console.print(f"[bold]{escape(plan.name)}[/bold]: {plan.runs} runs in {len(plan.groups)} "
                   f"group(s); {plan.finished} already finished in {escape(str(plan.out))}, "
-                  f"{plan.pending} to compute")
+                  + (f"{plan.reusable} to copy from --reuse, " if plan.reusable else "")
+                  + f"{plan.pending} to compute")
     for g in plan.groups:
         static = ", ".join(f"{k} = {v}" for k, v in g["static"].items())
         console.print(f"  group {g['index']}{' (' + escape(static) + ')' if static else ''}: "
@@ -652,6 +654,9 @@ def run(
     workers: Workers = None,
     data_dir: DataDir = None,
     dry_run: DryRunOption = False,
+    reuse: Annotated[list[Path] | None, typer.Option(
+        help="Another results directory whose finished runs of this sweep (the same run id) "
+             "are copied in, not computed; repeatable.")] = None,
 ) -> None:
     """Run every run of an experiment config (finished runs in OUT are skipped); ends with
     the final primary metric per learner and the pooled baseline."""
@@ -665,18 +670,19 @@ def run(
         raise typer.Exit(2) from err
     dest = out or Path("results") / cfg.name
     if dry_run:
-        _dry_run(cfg, dest, data_dir, workers)
+        _dry_run(cfg, dest, data_dir, workers, reuse)
         return
-    _sweep(cfg, dest, executor, address, data_dir, workers)
+    _sweep(cfg, dest, executor, address, data_dir, workers, reuse)
 
 
-def _dry_run(cfg, dest: Path, data_dir: Path | None, workers: int | None) -> None:
+def _dry_run(cfg, dest: Path, data_dir: Path | None, workers: int | None,
+             reuse: list[Path] | None = None) -> None:
     from userchoice.experiments.runner import dry_run
 
     console = Console()
     try:
         plan = dry_run(cfg, dest, data_dir=None if data_dir is None else str(data_dir),
-                       workers=workers)
+                       workers=workers, reuse=reuse or ())
     except (ValueError, FileNotFoundError) as err:
         _error(console, err)
         raise typer.Exit(2) from err

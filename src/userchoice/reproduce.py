@@ -849,7 +849,9 @@ def reproduce(
     done, total)`` as ``run_experiment``'s (with the experiment's name first; ``phase(target,
     "figures and summary")`` at the end), ``experiments(done, total)`` before the first
     experiment and after each. ``configs``: another folder of config sets; ``only``:
-    a subset of experiment names; ``figures=False`` skips the figures.
+    a subset of experiment names; ``figures=False`` skips the figures. A run two experiments
+    share (the same run id) is computed once and copied into the other's directory
+    (``run_experiment``'s ``reuse``).
 
     An experiment that raises (a dataset missing, …) does not stop the others: after the
     figures and the summary of the rest are written, ``ReproduceError`` names each failure.
@@ -886,7 +888,11 @@ def reproduce(
         began = time.perf_counter()
         try:
             if not _finished(dest, config):
-                run_experiment(config, dest, runner=runner,
+                # Runs two experiments share (census_good is the κ = 0 slice of
+                # census_good_kappa) are computed once: copied from a sibling that has them.
+                siblings = [out / other for other in names if other != config.name
+                            and (out / other / "manifest.json").is_file()]
+                run_experiment(config, dest, runner=runner, reuse=siblings,
                                data_dir=None if data_dir is None else str(data_dir),
                                chunk_size=chunk_size, progress=named(progress, config.name),
                                phase=named(phase, config.name),

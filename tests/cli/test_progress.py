@@ -113,10 +113,12 @@ def test_cli_run_shows_each_phase_and_the_bar(tmp_path):
 
 def tiny_sets(root: Path) -> Path:
     """Config sets with two tiny trap experiments (paper/ only: reproduce's default set), of
-    SWEEP's shapes (compiled once for the session)."""
+    SWEEP's shapes (compiled once for the session); their τ differs, so they share no run
+    (a shared run would be copied from the first, not computed: test_reuse.py)."""
     (root / "paper").mkdir(parents=True)
-    for name in ("trap_bad", "trap_good"):
-        (root / "paper" / f"{name}.yaml").write_text(yaml.safe_dump({**SWEEP, "name": name}))
+    for name, tau in (("trap_bad", 0.3), ("trap_good", 0.7)):
+        raw = {**SWEEP, "name": name, "knobs": {**SWEEP["knobs"], "tau": tau}}
+        (root / "paper" / f"{name}.yaml").write_text(yaml.safe_dump(raw))
     return root
 
 

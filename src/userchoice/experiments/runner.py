@@ -20,7 +20,8 @@ import json
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from userchoice.experiments.plan import (
     fit_plan,
     plan_without_fits,
 )
+from userchoice.experiments.reuse import Reusable, find_reusable, reused_run_ids, write_reused
 from userchoice.experiments.store import RECOVER, ResultsDir, ResultsError, git_sha, versions
 from userchoice.families import Params
 
@@ -73,11 +75,17 @@ def trim_output(job: ChunkJob, output: dict[str, Any]) -> dict[str, Any]:
             for name, value in output.items()}
 
 
-def chunk_jobs(group: Group, chunk_size: int) -> list[ChunkJob]:
+def chunk_jobs(group: Group, chunk_size: int, exclude: AbstractSet[str] = frozenset()
+               ) -> list[ChunkJob]:
+    """A group's fixed chunks: its runs in order, ``chunk_size`` at a time. ``exclude``: runs
+    left out of the chunking (copied from another sweep, ``reuse``), so that the others pack
+    into full chunks rather than padded ones."""
     jobs = []
-    size = min(chunk_size, len(group.run_ids))
-    for lo, hi in driver.chunk_bounds(len(group.run_ids), chunk_size):
-        indices = np.arange(lo, hi)
+    positions = np.asarray([i for i, rid in enumerate(group.run_ids) if rid not in exclude],
+                           dtype=int)
+    size = min(chunk_size, len(positions))
+    for lo, hi in driver.chunk_bounds(len(positions), chunk_size):
+        indices = positions[lo:hi]
         digest = hashlib.sha256("".join(group.run_ids[i] for i in indices).encode())
         jobs.append(ChunkJob(f"g{group.index}-{digest.hexdigest()[:12]}", group.index, indices,
                              size))
@@ -170,17 +178,20 @@ def chunk_tables(group: Group, job: ChunkJob, output: dict[str, Any] | None,
     return {"runs": runs, "learners": learners, "market": market}
 
 
-def default_chunk_size(plan: Plan, group: Group) -> int:
-    """Runs per chunk of a group, by its dynamics."""
+def default_chunk_size(plan: Plan, group: Group, exclude: AbstractSet[str] = frozenset()
+                       ) -> int:
+    """Runs per chunk of a group, by its dynamics, for the group's runs other than
+    ``exclude`` (those copied from another sweep are not chunked)."""
+    n_runs = max(1, sum(rid not in exclude for rid in group.run_ids))
     if group.spec.dynamics == "population":
         from userchoice.experiments import population
 
-        return population.chunk_size(group.spec, plan.market, len(group.run_ids))
+        return population.chunk_size(group.spec, plan.market, n_runs)
     if group.spec.dynamics == "equilibrium":
         from userchoice.experiments import equilibrium
 
-        return equilibrium.chunk_size(group.spec, len(group.run_ids))
-    return driver.default_chunk_size(group.spec, plan.market, len(group.run_ids))
+        return equilibrium.chunk_size(group.spec, n_runs)
+    return driver.default_chunk_size(group.spec, plan.market, n_runs)
 
 
 # A runner: ``runner(plan, jobs, chunk_sizes)`` yields ``(job, output, error, seconds)`` per
@@ -273,6 +284,15 @@ class _StepCounter:
 
     def finished(self, job: ChunkJob) -> None:
         self.reached(job, len(job.indices) * self.steps[job.group])
+
+
+def _reused_counts(previous: dict[str, int] | None, reusable: list[Reusable]
+                   ) -> dict[str, int]:
+    """Runs copied into a directory per source directory, over every sweep into it."""
+    counts = dict(previous or {})
+    for item in reusable:
+        counts[str(item.source)] = counts.get(str(item.source), 0) + len(item.run_ids)
+    return counts
 
 
 def _provenance(plan: Plan) -> dict[str, Any]:
@@ -424,16 +444,19 @@ class SweepSummary:
     diverged: int
     failed: int
     seconds: float
+    reused: int = 0  # runs copied from the ``reuse`` directories, not computed
 
 
-def pending_jobs(plan: Plan, sizes: dict[int, int], finished: set[str]
-                 ) -> tuple[list[ChunkJob], int]:
+def pending_jobs(plan: Plan, sizes: dict[int, int], finished: set[str],
+                 exclude: AbstractSet[str] = frozenset()) -> tuple[list[ChunkJob], int]:
     """The chunks to compute and the number of runs already finished. Chunks are the plan's
-    fixed chunks; one whose runs are all finished is skipped, one with some finished (after a
-    change of chunk size) computes only the others: a run is never computed twice."""
+    fixed chunks (without the ``exclude`` runs, see :func:`chunk_jobs`); one whose runs are
+    all finished is skipped, one with some finished (after a change of chunk size) computes
+    only the others: a run is never computed twice."""
     todo, skipped = [], 0
     for group in plan.groups:
-        for job in chunk_jobs(group, sizes[group.index]):
+        skipped += sum(rid in exclude and rid in finished for rid in group.run_ids)
+        for job in chunk_jobs(group, sizes[group.index], exclude):
             missing = np.asarray([i for i in job.indices if group.run_ids[i] not in finished],
                                  dtype=int)
             skipped += len(job.indices) - len(missing)
@@ -458,6 +481,7 @@ def run_experiment(
     warn: Callable[[str], None] | None = None,
     phase: Phase | None = None,
     step_progress: Callable[[int, int], None] | None = None,
+    reuse: Sequence[str | Path] = (),
 ) -> SweepSummary:
     """Run (or resume) every run of ``config`` into results directory ``out``.
 
@@ -473,7 +497,11 @@ def run_experiment(
     into it); one holding another config, package version or input data is refused
     (``SweepMismatch``, naming what differs); damaged chunks are computed again, as are failed
     ones; runs already committed are never computed twice. ``warn`` receives warnings (a stale
-    lock taken over); default: ``warnings.warn``."""
+    lock taken over); default: ``warnings.warn``.
+
+    ``reuse``: other results directories; the runs of this sweep they hold finished (the same
+    run id) are copied in rather than computed (``experiments.reuse``), counted in the
+    summary's ``reused`` and the manifest's ``reused`` (runs per source directory)."""
     started = time.perf_counter()
     store = ResultsDir(Path(out))
     warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
@@ -494,14 +522,19 @@ def run_experiment(
                 f"(another config, package version or input data wrote them, e.g. run "
                 f"{sorted(foreign)[0]}); results are not mixed: choose another output "
                 f"directory")
-        if previous is not None and previous.get("chunk_sizes"):
-            sizes = {int(k): int(v) for k, v in previous["chunk_sizes"].items()}
-        else:
-            sizes = {g.index: chunk_size or default_chunk_size(plan, g) for g in plan.groups}
         obsolete = set(scan.damaged) | scan.failed()  # computed again below
         for key in obsolete:
             scan.committed.pop(key, None)
-        todo, skipped = pending_jobs(plan, sizes, scan.run_ids())
+        finished = scan.run_ids()
+        reusable = find_reusable(plan, reuse, plan.run_ids - finished, store.path)
+        copied = {rid for item in reusable for rid in item.run_ids}
+        exclude = reused_run_ids(scan) | copied
+        if previous is not None and previous.get("chunk_sizes"):
+            sizes = {int(k): int(v) for k, v in previous["chunk_sizes"].items()}
+        else:
+            sizes = {g.index: chunk_size or default_chunk_size(plan, g, exclude)
+                     for g in plan.groups}
+        todo, skipped = pending_jobs(plan, sizes, finished | copied, exclude)
         if not fitted:  # the initial parameters and the baseline only when needed
             if todo or previous is None or "baseline" not in previous:
                 fit_plan(plan, phase)
@@ -519,6 +552,7 @@ def run_experiment(
             "groups": [{"index": g.index, "static": g.static, "runs": len(g.run_ids),
                         "eval_steps": g.spec.eval_steps.tolist()} for g in plan.groups],
             "chunk_sizes": sizes,
+            "reused": _reused_counts((previous or {}).get("reused"), reusable),
             "timings": {**(previous or {}).get("timings", {}), **plan.timings},
             "status": "running",
         }
@@ -528,6 +562,8 @@ def run_experiment(
         for key in obsolete:
             store.remove_chunk(key)
         store.remove_orphans(set(scan.committed))
+        for item in reusable:
+            write_reused(store, plan, item)
         done_runs = skipped
         counts = {"done": 0, "diverged": 0, "failed": 0}
         if progress is not None:
@@ -565,8 +601,8 @@ def run_experiment(
         manifest["timings"]["sweep_seconds"] = elapsed
         manifest["status"] = "finished"
         store.write_manifest(manifest)
-    return SweepSummary(store.path, plan.n_runs, skipped, counts["done"], counts["diverged"],
-                        counts["failed"], elapsed)
+    return SweepSummary(store.path, plan.n_runs, skipped - len(copied), counts["done"],
+                        counts["diverged"], counts["failed"], elapsed, len(copied))
 
 
 @dataclass
@@ -585,10 +621,11 @@ class DryRun:
     workers: int
     setup_seconds: dict[str, float]  # measured while planning: phase → seconds
     note: str = ""                   # e.g. ``out`` holds another sweep
+    reusable: int = 0                # runs the ``reuse`` directories hold, copied not computed
 
     @property
     def pending(self) -> int:
-        return self.runs - self.finished
+        return self.runs - self.finished - self.reusable
 
     @property
     def chunks(self) -> int:
@@ -618,17 +655,19 @@ class DryRun:
         keys = ("pending", "chunks", "compilations", "peak_bytes", "compile_seconds",
                 "simulate_seconds")
         return {"name": self.name, "out": str(self.out), "runs": self.runs,
-                "finished": self.finished, "workers": self.workers, "groups": self.groups,
+                "finished": self.finished, "reusable": self.reusable,
+                "workers": self.workers, "groups": self.groups,
                 "setup_seconds": self.setup_seconds, "note": self.note,
                 **{k: getattr(self, k) for k in keys}}
 
 
 def dry_run(config: ExperimentConfig, out: str | Path, *, data_dir: str | None = None,
             chunk_size: int | None = None, workers: int | None = None,
-            phase: Phase | None = None) -> DryRun:
+            phase: Phase | None = None, reuse: Sequence[str | Path] = ()) -> DryRun:
     """What a sweep of ``config`` into ``out`` would compute (see :class:`DryRun`): the
     market is built (to know its shapes and the run ids), nothing is fitted, compiled or
-    written. Finished runs are read from ``out`` when it holds this sweep."""
+    written. Finished runs are read from ``out`` when it holds this sweep; runs the ``reuse``
+    directories hold (as ``run_experiment``'s) are counted as reusable, not pending."""
     from userchoice.engine.spec import bytes_per_run
 
     timings: dict[str, float] = {}
@@ -646,8 +685,9 @@ def dry_run(config: ExperimentConfig, out: str | Path, *, data_dir: str | None =
     timed("")  # closes the last phase
     timings.pop("", None)
     store = ResultsDir(Path(out))
-    sizes = {g.index: chunk_size or default_chunk_size(plan, g) for g in plan.groups}
+    recorded: dict[int, int] = {}  # the chunk sizes of the sweep in ``out``, if any
     finished: set[str] = set()
+    exclude: set[str] = set()
     note = ""
     if store.manifest_path.is_file():
         previous = store.read_manifest()
@@ -656,11 +696,16 @@ def dry_run(config: ExperimentConfig, out: str | Path, *, data_dir: str | None =
             for key in set(scan.damaged) | scan.failed():  # computed again, as run_experiment
                 scan.committed.pop(key, None)
             finished = scan.run_ids() & plan.run_ids
-            sizes.update({int(k): int(v) for k, v in (previous.get("chunk_sizes") or {}).items()})
+            exclude = reused_run_ids(scan)
+            recorded = {int(k): int(v) for k, v in (previous.get("chunk_sizes") or {}).items()}
         else:
             note = (f"{store.path} holds another sweep: a run into it would be refused "
                     f"(choose another --out)")
-    todo, _ = pending_jobs(plan, sizes, finished)
+    copied = {rid for item in find_reusable(plan, reuse, plan.run_ids - finished, store.path)
+              for rid in item.run_ids}
+    sizes = {g.index: recorded.get(g.index) or chunk_size
+             or default_chunk_size(plan, g, exclude | copied) for g in plan.groups}
+    todo, _ = pending_jobs(plan, sizes, finished | copied, exclude | copied)
     workers = workers or driver.default_workers()
     groups = []
     for g in plan.groups:
@@ -684,7 +729,7 @@ def dry_run(config: ExperimentConfig, out: str | Path, *, data_dir: str | None =
                            else bytes_per_run(g.spec, plan.market)),
                        "seconds": seconds})
     return DryRun(config.name, Path(out), plan.n_runs, len(finished), groups, workers, timings,
-                  note)
+                  note, len(copied))
 
 
 def _population_bytes(run: Any, groups: Any) -> int:
