@@ -37,14 +37,16 @@ def table(out: Path) -> list[dict]:
     rows = []
     for name in record["experiments"]:
         manifest_path = out / name / "manifest.json"
-        timings = (json.loads(manifest_path.read_text()).get("timings") or {}
-                   if manifest_path.exists() else {})
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+        timings = manifest.get("timings") or {}
         setup = timings.get("data_seconds", 0.0) + timings.get("init_seconds", 0.0)
         compile_s = timings.get("compile_seconds", 0.0)
         sweep = timings.get("sweep_seconds", 0.0)
         rows.append({"experiment": name, "setup": setup, "compile": compile_s,
                      "simulate": max(0.0, sweep - compile_s),
                      "total": record["experiment_seconds"].get(name, float("nan")),
+                     # runs copied from another experiment of the set (the same run ids)
+                     "copied": sum((manifest.get("reused") or {}).values()),
                      "error": record["errors"].get(name)})
     return rows
 
@@ -86,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nreproduce {args.target} --{kind}: {wall:.1f} s wall (goal ≤ {GOAL_SECONDS:.0f} s "
           f"for paper --local), user/wall CPU {cpu / wall:.2f}, peak RSS "
           f"{after.ru_maxrss / 1024:.0f} MiB")
-    print(f"{'experiment':<26}{'setup s':>9}{'compile s':>11}{'simulate s':>12}{'total s':>9}")
+    print(f"{'experiment':<26}{'setup s':>9}{'compile s':>11}{'simulate s':>12}{'total s':>9}"
+          f"{'copied runs':>13}")
     for row in rows:
         note = f"  FAILED: {row['error']}" if row["error"] else ""
         print(f"{row['experiment']:<26}{row['setup']:9.1f}{row['compile']:11.1f}"
-              f"{row['simulate']:12.1f}{row['total']:9.1f}{note}")
+              f"{row['simulate']:12.1f}{row['total']:9.1f}{row['copied']:13d}{note}")
     sums = {k: sum(r[k] for r in rows) for k in ("setup", "compile", "simulate", "total")}
     print(f"{'sum':<26}{sums['setup']:9.1f}{sums['compile']:11.1f}{sums['simulate']:12.1f}"
           f"{sums['total']:9.1f}   (the rest of the wall time: figures and summary)")
