@@ -4,7 +4,9 @@ bad/good pairs, summary.md (our numbers beside the paper's) and figures, end to 
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -337,18 +339,48 @@ def test_figures_drawn_by_worker_processes_are_the_ones_drawn_here(tmp_path, mon
             path.unlink()
     monkeypatch.setattr(rp, "MIN_FIGURE_TASKS_PER_WORKER", 1)
     workers = {}
-    real = rp._draw_in_workers
+    real = rp.FigureWorkers.collect
 
-    def spy(*args):
-        workers.update(real(*args))
+    def spy(self):
+        workers.update(real(self))
         return workers
 
-    monkeypatch.setattr(rp, "_draw_in_workers", spy)
+    monkeypatch.setattr(rp.FigureWorkers, "collect", spy)
     there, there_errors = rp.write_figures(out, names, workers=2)
     assert set(workers) == {"trap_bad", "trap_good", "trap_bad_vs_trap_good"}  # all but missing
     assert there == here and list(there) == list(here)
     assert set(there_errors) == set(here_errors) == {"missing"}  # tried here again, reported
     assert {p: p.read_bytes() for p in drawn_here} == drawn_here
+
+
+def test_background_figures_are_drawn_as_experiments_finish(tmp_path, monkeypatch):
+    rp.reproduce("paper", tmp_path / "out", configs=tiny_sets(tmp_path / "configs"),
+                 figures=False)
+    out, names = tmp_path / "out", ["trap_bad", "trap_good"]
+    monkeypatch.setattr(rp, "MIN_FIGURE_TASKS_PER_WORKER", 1)  # workers for 3 figure sets
+    background = rp.BackgroundFigures(out, names, workers=2)
+    assert background.workers is not None and len(background.workers.procs) == 2
+    background.experiment_done("trap_good")
+    assert background.submitted == ["trap_good"]  # its pair waits for trap_bad
+    background.experiment_done("trap_bad")
+    assert background.submitted == ["trap_good", "trap_bad", "trap_bad_vs_trap_good"]
+    if hasattr(os, "getpriority"):  # the workers lower their own priority first thing
+        deadline = time.monotonic() + 60
+        procs = background.workers.procs
+        while time.monotonic() < deadline and any(
+                os.getpriority(os.PRIO_PROCESS, p.pid) != rp.BACKGROUND_NICE for p in procs):
+            time.sleep(0.05)
+        assert {os.getpriority(os.PRIO_PROCESS, p.pid) for p in procs} == {rp.BACKGROUND_NICE}
+    drawn = background.collect()
+    assert set(drawn) == {"trap_bad", "trap_good", "trap_bad_vs_trap_good"}
+    assert all(path.is_file() for paths in drawn.values() for path in paths)
+
+    def never(*args):
+        raise AssertionError("a figure set the background drew was drawn again")
+
+    monkeypatch.setattr(rp, "_draw", never)
+    written, errors = rp.write_figures(out, names, drawn=drawn)
+    assert (written, errors) == (drawn, {})
 
 
 def test_a_failing_experiment_does_not_stop_the_others(tmp_path):

@@ -30,9 +30,11 @@ the paper's: ``analysis.gap_closed``) and the verdicts.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -178,11 +180,14 @@ def _paths(written: Any) -> list[Path]:
 # Figure tasks: (key, experiment) or (key, (bad, good)). With enough of them they are drawn
 # by worker processes, one per core (matplotlib holds the GIL while it draws, and drawing two
 # formats per figure took ≈ 12 % of a paper run). Workers are fresh interpreters given their
-# tasks on stdin (not multiprocessing: spawning would re-run a caller's unguarded script); a
-# set a worker could not draw (say, with a metric registered only in this process) is drawn
-# again here.
+# tasks on stdin, one JSON line each after a header line (not multiprocessing: spawning would
+# re-run a caller's unguarded script); a set a worker could not draw (say, with a metric
+# registered only in this process) is drawn again here.
 MIN_FIGURE_TASKS_PER_WORKER = 3
 _WORKER = "from userchoice.reproduce import _figure_worker; _figure_worker()"
+# A background worker's niceness: the lowest CPU priority, so it draws on the cores the sweeps
+# leave idle (compiling, loading data, fitting) and takes ≈ 1.5 % of a core from a running one.
+BACKGROUND_NICE = 19
 
 
 def _draw(out: Path, key: str, task: str | Sequence[str]) -> list[Path]:
@@ -194,60 +199,143 @@ def _draw(out: Path, key: str, task: str | Sequence[str]) -> list[Path]:
 
 
 def _figure_worker() -> None:
-    """(A worker process) draw the tasks read from stdin; print {key: paths} of those drawn."""
-    job = json.load(sys.stdin)
+    """(A worker process) read a header line ``{"out", "nice"}``, then draw each task line as
+    it arrives, until stdin closes; print {key: paths} of those drawn."""
+    header = json.loads(sys.stdin.readline())
+    if header.get("nice") and hasattr(os, "nice"):
+        os.nice(int(header["nice"]))
     drawn = {}
-    for key, task in job["tasks"]:
+    for line in sys.stdin:
+        key, task = json.loads(line)
         try:
-            drawn[key] = [str(p) for p in _draw(Path(job["out"]), key, task)]
+            drawn[key] = [str(p) for p in _draw(Path(header["out"]), key, task)]
         except Exception:  # drawn again, and reported, by the caller
             continue
     print(json.dumps(drawn))
 
 
-def _draw_in_workers(out: Path, tasks: list, n: int) -> dict[str, list[Path]]:
-    """What ``n`` worker processes drew of ``tasks`` (nothing where they could not start)."""
-    procs = []
-    try:
-        for i in range(n):
-            proc = subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                    text=True)
-            procs.append(proc)
-            assert proc.stdin is not None
-            proc.stdin.write(json.dumps({"out": str(out), "tasks": tasks[i::n]}))
-            proc.stdin.close()  # every worker has its tasks before we wait for any
+class FigureWorkers:
+    """Worker processes drawing figure tasks as they are given (``submit``); ``collect``
+    closes their input and returns what they drew ({} where they could not start)."""
+
+    def __init__(self, out: Path, n: int, nice: int = 0) -> None:
+        self.procs: list[subprocess.Popen] = []
+        self.sent = 0
+        self.broken = False
+        try:
+            for _ in range(n):
+                proc = subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                        text=True)
+                self.procs.append(proc)
+                self._write(proc, {"out": str(out), "nice": nice})
+        except OSError:  # no worker processes here: the caller draws them all
+            self.broken = True
+
+    @staticmethod
+    def _write(proc: subprocess.Popen, payload: Any) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(payload) + "\n")
+        proc.stdin.flush()
+
+    def submit(self, key: str, task: Any) -> None:
+        if self.broken or not self.procs:
+            return
+        try:  # round robin: the figure sets are of about one size
+            self._write(self.procs[self.sent % len(self.procs)], [key, task])
+            self.sent += 1
+        except OSError:  # a worker died: what it did not draw is drawn by the caller
+            self.broken = True
+
+    def collect(self) -> dict[str, list[Path]]:
         drawn: dict[str, list[Path]] = {}
-        for proc in procs:
-            assert proc.stdout is not None
-            stdout = proc.stdout.read()
-            if proc.wait() == 0 and stdout.strip():
-                lines = stdout.strip().splitlines()
-                drawn.update({k: [Path(p) for p in v] for k, v in json.loads(lines[-1]).items()})
-        return drawn
-    except (OSError, ValueError):  # no worker processes here, or one printed something else
-        return {}
-    finally:
-        for proc in procs:
+        try:
+            for proc in self.procs:
+                with contextlib.suppress(OSError):
+                    assert proc.stdin is not None
+                    proc.stdin.close()  # every worker has its tasks before we wait for any
+            for proc in self.procs:
+                assert proc.stdout is not None
+                stdout = proc.stdout.read()
+                if proc.wait() == 0 and stdout.strip():
+                    lines = stdout.strip().splitlines()
+                    drawn.update({k: [Path(p) for p in v]
+                                  for k, v in json.loads(lines[-1]).items()})
+            return drawn
+        except (OSError, ValueError):  # a worker printed something else
+            return drawn
+        finally:
+            for proc in self.procs:
+                if proc.poll() is None:
+                    proc.kill()
+
+
+def figure_tasks(names: Sequence[str]) -> list[tuple[str, Any]]:
+    """Every figure set of ``names``: each experiment's, then each bad/good pair's."""
+    tasks: list[tuple[str, Any]] = [(name, name) for name in names]
+    return tasks + [(f"{bad}_vs_{good}", [bad, good]) for bad, good in bad_good_pairs(names)]
+
+
+def figure_workers(n_tasks: int, workers: int | None = None) -> int:
+    """Worker processes for ``n_tasks`` figure sets: one per core (or ``workers``), none for
+    fewer than ``MIN_FIGURE_TASKS_PER_WORKER`` sets each (then drawn in this process)."""
+    from userchoice.engine.driver import cpu_cores
+
+    n = min(cpu_cores() if workers is None else workers, n_tasks // MIN_FIGURE_TASKS_PER_WORKER)
+    return n if n > 1 else 0
+
+
+class BackgroundFigures:
+    """Figures drawn while the sweeps still run: an experiment's set is submitted when its
+    sweep ends, a bad/good pair's when both have, to workers at the lowest CPU priority
+    (``BACKGROUND_NICE``) that draw on the cores a sweep leaves idle. ``write_figures`` then
+    takes what they drew and draws the rest."""
+
+    def __init__(self, out: Path, names: Sequence[str], workers: int | None = None) -> None:
+        self.tasks = figure_tasks(names)
+        n = figure_workers(len(self.tasks), workers)
+        self.workers = FigureWorkers(out, n, BACKGROUND_NICE) if n else None
+        self.finished: set[str] = set()
+        self.submitted: list[str] = []
+
+    def experiment_done(self, name: str) -> None:
+        self.finished.add(name)
+        for key, task in self.tasks:
+            needs = {task} if isinstance(task, str) else set(task)
+            if key not in self.submitted and needs <= self.finished:
+                self.submitted.append(key)
+                if self.workers is not None:
+                    self.workers.submit(key, task)
+
+    def collect(self) -> dict[str, list[Path]]:
+        return {} if self.workers is None else self.workers.collect()
+
+    def stop(self) -> None:
+        """Kill the workers (reproduce was interrupted: no figures wanted)."""
+        for proc in [] if self.workers is None else self.workers.procs:
             if proc.poll() is None:
                 proc.kill()
 
 
-def write_figures(out: Path, names: Sequence[str], workers: int | None = None
+def write_figures(out: Path, names: Sequence[str], workers: int | None = None,
+                  drawn: dict[str, list[Path]] | None = None
                   ) -> tuple[dict[str, list[Path]], dict[str, str]]:
     """Every figure of each experiment and of each bad/good pair; (paths, errors) by name.
 
     ``workers``: processes drawing them (default: one per core; none for fewer than
-    ``MIN_FIGURE_TASKS_PER_WORKER`` figure sets each).
+    ``MIN_FIGURE_TASKS_PER_WORKER`` figure sets each). ``drawn``: sets already drawn (by
+    ``BackgroundFigures``), not drawn again.
     """
     _plots()
-    tasks: list[tuple[str, Any]] = [(name, name) for name in names]
-    tasks += [(f"{bad}_vs_{good}", [bad, good]) for bad, good in bad_good_pairs(names)]
-    from userchoice.engine.driver import cpu_cores
-
-    n = min(cpu_cores() if workers is None else workers,
-            len(tasks) // MIN_FIGURE_TASKS_PER_WORKER)
-    drawn = _draw_in_workers(Path(out), tasks, n) if n > 1 else {}
+    tasks = figure_tasks(names)
+    drawn = dict(drawn or {})
+    left = [(key, task) for key, task in tasks if key not in drawn]
+    n = figure_workers(len(left), workers)
+    if n:
+        workers_ = FigureWorkers(Path(out), n)
+        for key, task in left:
+            workers_.submit(key, task)
+        drawn.update(workers_.collect())
     written: dict[str, list[Path]] = {}
     errors: dict[str, str] = {}
     for key, task in tasks:
@@ -881,34 +969,44 @@ def reproduce(
     def named(callback: Callable | None, name: str) -> Callable | None:
         return None if callback is None else (lambda *args: callback(name, *args))
 
-    for index, (_path, config) in enumerate(loaded):
-        if experiments is not None:
-            experiments(index, len(loaded))
-        dest = out / config.name
-        began = time.perf_counter()
-        try:
-            if not _finished(dest, config):
-                # Runs two experiments share (census_good is the κ = 0 slice of
-                # census_good_kappa) are computed once: copied from a sibling that has them.
-                siblings = [out / other for other in names if other != config.name
-                            and (out / other / "manifest.json").is_file()]
-                run_experiment(config, dest, runner=runner, reuse=siblings,
-                               data_dir=None if data_dir is None else str(data_dir),
-                               chunk_size=chunk_size, progress=named(progress, config.name),
-                               phase=named(phase, config.name),
-                               step_progress=named(step_progress, config.name))
-            elif progress is not None:
-                total = int(ResultsDir(dest).read_manifest().get("n_runs", 0))
-                progress(config.name, total, total)
-        except Exception as error:  # e.g. a dataset missing: the other experiments go on
-            failures[config.name] = f"{type(error).__name__}: {error}"
-        timings[config.name] = time.perf_counter() - began
+    # Each experiment's figures are drawn in the background once its sweep ends.
+    background = BackgroundFigures(out, names) if figures else None
+    try:
+        for index, (_path, config) in enumerate(loaded):
+            if experiments is not None:
+                experiments(index, len(loaded))
+            dest = out / config.name
+            began = time.perf_counter()
+            try:
+                if not _finished(dest, config):
+                    # Runs two experiments share (census_good is the κ = 0 slice of
+                    # census_good_kappa) are computed once: copied from a sibling that has them.
+                    siblings = [out / other for other in names if other != config.name
+                                and (out / other / "manifest.json").is_file()]
+                    run_experiment(config, dest, runner=runner, reuse=siblings,
+                                   data_dir=None if data_dir is None else str(data_dir),
+                                   chunk_size=chunk_size, progress=named(progress, config.name),
+                                   phase=named(phase, config.name),
+                                   step_progress=named(step_progress, config.name))
+                elif progress is not None:
+                    total = int(ResultsDir(dest).read_manifest().get("n_runs", 0))
+                    progress(config.name, total, total)
+            except Exception as error:  # e.g. a dataset missing: the other experiments go on
+                failures[config.name] = f"{type(error).__name__}: {error}"
+            timings[config.name] = time.perf_counter() - began
+            if background is not None and config.name not in failures:
+                background.experiment_done(config.name)
+    except BaseException:  # interrupted: no figures wanted
+        if background is not None:
+            background.stop()
+        raise
     if experiments is not None:
         experiments(len(loaded), len(loaded))
     if phase is not None:
         phase(target, "figures and summary")
     ran = [name for name in names if name not in failures]
-    written, errors = write_figures(out, ran) if figures else ({}, {})
+    written, errors = (write_figures(out, ran, drawn=background.collect())
+                       if background is not None else ({}, {}))
     summaries = [experiment_summary(out / name, kind) if name not in failures
                  else {"name": name, "error": failures[name]} for name in names]
     seconds = time.perf_counter() - started
