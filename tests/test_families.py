@@ -21,6 +21,7 @@ from userchoice.families import (
     learner_losses,
     learner_scores,
     make_family,
+    softplus,
 )
 
 B, D, M = 7, 3, 5
@@ -106,6 +107,30 @@ def test_logistic_loss_formula_moderate_scores(family, s, y):
     want = -(y * np.log(expit(s)) + (1 - y) * np.log(expit(-s)))
     assert np.isfinite(got)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(s=st.floats(-700.0, 700.0, allow_nan=False))
+def test_softplus_derivatives_are_the_logistic_functions(s):
+    # the custom rule (one exponential for value and slope) against closed forms, to second
+    # order (the rule is itself differentiable: Hessians of the logistic loss work)
+    with jax.enable_x64(True):
+        x = jnp.asarray(s, jnp.float64)
+        value = float(softplus(x))
+        slope = float(jax.grad(softplus)(x))
+        curvature = float(jax.grad(jax.grad(softplus))(x))
+    np.testing.assert_allclose(value, np.logaddexp(0.0, s), rtol=1e-14, atol=1e-300)
+    np.testing.assert_allclose(slope, expit(s), rtol=1e-14, atol=1e-300)
+    np.testing.assert_allclose(curvature, expit(s) * expit(-s), rtol=1e-12, atol=1e-300)
+
+
+def test_softplus_passes_nan_and_infinities_through():
+    with jax.enable_x64(True):
+        x = jnp.asarray([np.nan, np.inf, -np.inf])
+        value = np.asarray(softplus(x))
+        slope = np.asarray(jax.vmap(jax.grad(softplus))(x))
+    assert np.isnan(value[0]) and value[1] == np.inf and value[2] == 0.0
+    assert np.isnan(slope[0]) and slope[1] == 1.0 and slope[2] == 0.0
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
