@@ -249,6 +249,21 @@ def test_reproduce_computes_a_run_two_experiments_share_once(tmp_path):
     assert ours.equals(shared)
 
 
+def test_a_damaged_sibling_fails_alone(tmp_path):
+    root = tiny_sets(tmp_path / "configs")
+    good = yaml.safe_load((root / "paper" / "trap_good.yaml").read_text())
+    write_yaml(root / "paper" / "trap_good_k0.yaml",
+               {**good, "name": "trap_good_k0", "knobs": {**good["knobs"], "kappa": 0}})
+    out = tmp_path / "out"
+    (out / "trap_bad").mkdir(parents=True)
+    (out / "trap_bad" / "manifest.json").write_text("{not json")
+    with pytest.raises(rp.ReproduceError) as caught:
+        rp.reproduce("paper", out, configs=root, figures=False)
+    assert set(caught.value.errors) == {"trap_bad"}
+    manifest = json.loads((out / "trap_good_k0" / "manifest.json").read_text())
+    assert manifest["reused"] == {str(out / "trap_good"): 6}
+
+
 def test_reproduce_resumes_without_rerunning(tmp_path, monkeypatch):
     root = tiny_sets(tmp_path / "configs")
     rp.reproduce("paper", tmp_path / "out", configs=root, figures=False)

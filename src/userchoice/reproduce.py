@@ -897,6 +897,18 @@ class ReproduceError(RuntimeError):
                          f"{summary}):\n{listed}")
 
 
+def _readable(dest: Path) -> bool:
+    """``dest`` is a results directory whose manifest reads (one to copy shared runs from; a
+    damaged sibling is that experiment's problem, not this one's)."""
+    from userchoice.experiments.store import ResultsDir, ResultsError
+
+    store = ResultsDir(dest)
+    try:
+        return store.manifest_path.is_file() and bool(store.read_manifest())
+    except (ResultsError, OSError):
+        return False
+
+
 def _finished(dest: Path, config: ExperimentConfig) -> bool:
     """Every run of ``config`` is already in ``dest`` (so even planning can be skipped)."""
     from userchoice.experiments.runner import config_hash
@@ -981,8 +993,8 @@ def reproduce(
                 if not _finished(dest, config):
                     # Runs two experiments share (census_good is the κ = 0 slice of
                     # census_good_kappa) are computed once: copied from a sibling that has them.
-                    siblings = [out / other for other in names if other != config.name
-                                and (out / other / "manifest.json").is_file()]
+                    siblings = [out / other for other in names
+                                if other != config.name and _readable(out / other)]
                     run_experiment(config, dest, runner=runner, reuse=siblings,
                                    data_dir=None if data_dir is None else str(data_dir),
                                    chunk_size=chunk_size, progress=named(progress, config.name),
