@@ -38,6 +38,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -200,74 +201,113 @@ def _draw(out: Path, key: str, task: str | Sequence[str]) -> list[Path]:
 
 def _figure_worker() -> None:
     """(A worker process) read a header line ``{"out", "nice"}``, then draw each task line as
-    it arrives, until stdin closes; print {key: paths} of those drawn."""
+    it arrives and answer each with a line ``{"key", "paths"}`` (paths null where it could not
+    draw the set: the caller draws it again, and reports), until stdin closes."""
     header = json.loads(sys.stdin.readline())
     if header.get("nice") and hasattr(os, "nice"):
         os.nice(int(header["nice"]))
-    drawn = {}
     for line in sys.stdin:
         key, task = json.loads(line)
         try:
-            drawn[key] = [str(p) for p in _draw(Path(header["out"]), key, task)]
-        except Exception:  # drawn again, and reported, by the caller
-            continue
-    print(json.dumps(drawn))
+            paths: list[str] | None = [str(p) for p in _draw(Path(header["out"]), key, task)]
+        except Exception:
+            paths = None
+        print(json.dumps({"key": key, "paths": paths}), flush=True)
 
 
 class FigureWorkers:
-    """Worker processes drawing figure tasks as they are given (``submit``); ``collect``
-    closes their input and returns what they drew ({} where they could not start)."""
+    """Worker processes that draw figure tasks one at a time: a worker is handed the next task
+    when it answers the last (one reader thread per worker), so the tasks not yet handed out
+    wait here, and ``collect(wait=False)`` can leave them to others (background workers run at
+    low priority: on a busy machine their queue would crawl). What cannot start or dies leaves
+    its tasks undrawn, for the caller to draw."""
 
     def __init__(self, out: Path, n: int, nice: int = 0) -> None:
+        self.cond = threading.Condition()
+        self.queue: list[tuple[str, Any]] = []
+        self.idle: list[subprocess.Popen] = []
+        self.live: set[subprocess.Popen] = set()
+        self.drawn: dict[str, list[Path]] = {}
         self.procs: list[subprocess.Popen] = []
-        self.sent = 0
-        self.broken = False
+        self.readers: list[threading.Thread] = []
         try:
             for _ in range(n):
                 proc = subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                         text=True)
                 self.procs.append(proc)
-                self._write(proc, {"out": str(out), "nice": nice})
-        except OSError:  # no worker processes here: the caller draws them all
-            self.broken = True
+                if not self._send(proc, {"out": str(out), "nice": nice}):
+                    continue
+                self.live.add(proc)
+                self.idle.append(proc)
+                reader = threading.Thread(target=self._read, args=(proc,), daemon=True)
+                reader.start()
+                self.readers.append(reader)
+        except OSError:  # no (more) worker processes here
+            pass
 
     @staticmethod
-    def _write(proc: subprocess.Popen, payload: Any) -> None:
-        assert proc.stdin is not None
-        proc.stdin.write(json.dumps(payload) + "\n")
-        proc.stdin.flush()
+    def _send(proc: subprocess.Popen, payload: Any) -> bool:
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(payload) + "\n")
+            proc.stdin.flush()
+            return True
+        except (OSError, ValueError):  # it died
+            return False
+
+    def _dispatch(self) -> None:  # holding self.cond
+        while self.queue and self.idle:
+            proc = self.idle.pop()
+            if proc in self.live and self._send(proc, list(self.queue[0])):
+                self.queue.pop(0)
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                answer = json.loads(line)
+                key, paths = answer["key"], answer["paths"]
+            except (ValueError, KeyError, TypeError):  # something else it printed
+                continue
+            with self.cond:
+                if paths is not None:
+                    self.drawn[key] = [Path(p) for p in paths]
+                self.idle.append(proc)
+                self._dispatch()
+                self.cond.notify_all()
+        with self.cond:  # its output ended: it exited or died
+            self.live.discard(proc)
+            self.cond.notify_all()
 
     def submit(self, key: str, task: Any) -> None:
-        if self.broken or not self.procs:
-            return
-        try:  # round robin: the figure sets are of about one size
-            self._write(self.procs[self.sent % len(self.procs)], [key, task])
-            self.sent += 1
-        except OSError:  # a worker died: what it did not draw is drawn by the caller
-            self.broken = True
+        with self.cond:
+            self.queue.append((key, task))
+            self._dispatch()
 
-    def collect(self) -> dict[str, list[Path]]:
-        drawn: dict[str, list[Path]] = {}
-        try:
-            for proc in self.procs:
-                with contextlib.suppress(OSError):
-                    assert proc.stdin is not None
-                    proc.stdin.close()  # every worker has its tasks before we wait for any
-            for proc in self.procs:
-                assert proc.stdout is not None
-                stdout = proc.stdout.read()
-                if proc.wait() == 0 and stdout.strip():
-                    lines = stdout.strip().splitlines()
-                    drawn.update({k: [Path(p) for p in v]
-                                  for k, v in json.loads(lines[-1]).items()})
-            return drawn
-        except (OSError, ValueError):  # a worker printed something else
-            return drawn
-        finally:
-            for proc in self.procs:
-                if proc.poll() is None:
-                    proc.kill()
+    def collect(self, wait: bool = True) -> dict[str, list[Path]]:
+        """What the workers drew: every task submitted (``wait``), or only those already
+        handed out (the queued ones are dropped, left undrawn)."""
+        with self.cond:
+            if not wait:
+                self.queue.clear()
+            while self.live and (self.queue or any(p not in self.idle for p in self.live)):
+                self.cond.wait()
+        self.stop()
+        with self.cond:
+            return dict(self.drawn)
+
+    def stop(self) -> None:
+        """End every worker (those drawing a task are killed)."""
+        for proc in self.procs:
+            with contextlib.suppress(OSError, ValueError):
+                assert proc.stdin is not None
+                proc.stdin.close()
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        for reader in self.readers:
+            reader.join(timeout=10)
 
 
 def figure_tasks(names: Sequence[str]) -> list[tuple[str, Any]]:
@@ -308,13 +348,14 @@ class BackgroundFigures:
                     self.workers.submit(key, task)
 
     def collect(self) -> dict[str, list[Path]]:
-        return {} if self.workers is None else self.workers.collect()
+        """What they drew: the sets handed out so far; those still queued are left to
+        ``write_figures``'s workers, at normal priority."""
+        return {} if self.workers is None else self.workers.collect(wait=False)
 
     def stop(self) -> None:
         """Kill the workers (reproduce was interrupted: no figures wanted)."""
-        for proc in [] if self.workers is None else self.workers.procs:
-            if proc.poll() is None:
-                proc.kill()
+        if self.workers is not None:
+            self.workers.stop()
 
 
 def write_figures(out: Path, names: Sequence[str], workers: int | None = None,
