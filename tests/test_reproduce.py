@@ -228,28 +228,8 @@ def test_reproduce_tiny_set_end_to_end(tmp_path):
 
 
 def test_reproduce_computes_a_run_two_experiments_share_once(tmp_path):
-    # trap_good's κ = 0 runs are all of trap_good_k0's (the same run ids): copied, not computed
-    root = tiny_sets(tmp_path / "configs")
-    good = yaml.safe_load((root / "paper" / "trap_good.yaml").read_text())
-    for kind in rp.CONFIG_SETS:
-        write_yaml(root / kind / "trap_good_k0.yaml",
-                   {**good, "name": "trap_good_k0", "knobs": {**good["knobs"], "kappa": 0}})
-    out = tmp_path / "out"
-    rp.reproduce("paper", out, configs=root, figures=False)
-    manifest = json.loads((out / "trap_good_k0" / "manifest.json").read_text())
-    assert manifest["reused"] == {str(out / "trap_good"): 6}
-    record = json.loads((out / "reproduce.json").read_text())
-    assert record["runs"]["trap_good_k0"] == {"total": 6, "done": 6}
-    mine, theirs = ResultsDir(out / "trap_good_k0"), ResultsDir(out / "trap_good")
-    assert mine.table("runs")["chunk"].str.startswith("reused-").all()
-    ours = mine.table("learners")
-    shared = theirs.table("learners")
-    shared = shared[shared["run_id"].isin(set(ours["run_id"]))].reset_index(drop=True)
-    assert len(ours) == len(shared) > 0
-    assert ours.equals(shared)
-
-
-def test_a_damaged_sibling_fails_alone(tmp_path):
+    # trap_good's κ = 0 runs are all of trap_good_k0's (the same run ids): copied, not
+    # computed; trap_bad's damaged folder fails trap_bad alone (no sibling reads it)
     root = tiny_sets(tmp_path / "configs")
     good = yaml.safe_load((root / "paper" / "trap_good.yaml").read_text())
     write_yaml(root / "paper" / "trap_good_k0.yaml",
@@ -262,6 +242,15 @@ def test_a_damaged_sibling_fails_alone(tmp_path):
     assert set(caught.value.errors) == {"trap_bad"}
     manifest = json.loads((out / "trap_good_k0" / "manifest.json").read_text())
     assert manifest["reused"] == {str(out / "trap_good"): 6}
+    record = json.loads((out / "reproduce.json").read_text())
+    assert record["runs"]["trap_good_k0"] == {"total": 6, "done": 6}
+    mine, theirs = ResultsDir(out / "trap_good_k0"), ResultsDir(out / "trap_good")
+    assert mine.table("runs")["chunk"].str.startswith("reused-").all()
+    ours = mine.table("learners")
+    shared = theirs.table("learners")
+    shared = shared[shared["run_id"].isin(set(ours["run_id"]))].reset_index(drop=True)
+    assert len(ours) == len(shared) > 0
+    assert ours.equals(shared)
 
 
 def test_reproduce_resumes_without_rerunning(tmp_path, monkeypatch):
