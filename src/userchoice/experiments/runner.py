@@ -46,7 +46,14 @@ from userchoice.experiments.plan import (
     plan_without_fits,
 )
 from userchoice.experiments.reuse import Reusable, find_reusable, reused_run_ids, write_reused
-from userchoice.experiments.store import RECOVER, ResultsDir, ResultsError, git_sha, versions
+from userchoice.experiments.store import (
+    RECOVER,
+    ResultsDir,
+    ResultsError,
+    Scan,
+    git_sha,
+    versions,
+)
 from userchoice.families import Params
 
 
@@ -447,6 +454,24 @@ class SweepSummary:
     reused: int = 0  # runs copied from the ``reuse`` directories, not computed
 
 
+def _chunking(plan: Plan, out: Path, finished: set[str], scan: Scan | None,
+              previous: dict[str, Any] | None, chunk_size: int | None,
+              reuse: Sequence[str | Path]
+              ) -> tuple[list[Reusable], set[str], set[str], dict[int, int]]:
+    """What a sweep into ``out`` copies and how it chunks the rest (``run_experiment``, and
+    ``dry_run`` to say so): the runs of ``reuse`` to copy, their ids, the runs left out of
+    the chunking (copied now or by an earlier sweep, ``scan``'s), and the chunk size per group
+    (as the manifest ``previous`` records, else ``chunk_size`` or the default for the runs
+    left)."""
+    reusable = find_reusable(plan, reuse, plan.run_ids - finished, out)
+    copied = {rid for item in reusable for rid in item.run_ids}
+    exclude = (set() if scan is None else reused_run_ids(scan)) | copied
+    recorded = {int(k): int(v) for k, v in ((previous or {}).get("chunk_sizes") or {}).items()}
+    sizes = {g.index: recorded.get(g.index) or chunk_size
+             or default_chunk_size(plan, g, exclude) for g in plan.groups}
+    return reusable, copied, exclude, sizes
+
+
 def pending_jobs(plan: Plan, sizes: dict[int, int], finished: set[str],
                  exclude: AbstractSet[str] = frozenset()) -> tuple[list[ChunkJob], int]:
     """The chunks to compute and the number of runs already finished. Chunks are the plan's
@@ -526,14 +551,8 @@ def run_experiment(
         for key in obsolete:
             scan.committed.pop(key, None)
         finished = scan.run_ids()
-        reusable = find_reusable(plan, reuse, plan.run_ids - finished, store.path)
-        copied = {rid for item in reusable for rid in item.run_ids}
-        exclude = reused_run_ids(scan) | copied
-        if previous is not None and previous.get("chunk_sizes"):
-            sizes = {int(k): int(v) for k, v in previous["chunk_sizes"].items()}
-        else:
-            sizes = {g.index: chunk_size or default_chunk_size(plan, g, exclude)
-                     for g in plan.groups}
+        reusable, copied, exclude, sizes = _chunking(plan, store.path, finished, scan,
+                                                     previous, chunk_size, reuse)
         todo, skipped = pending_jobs(plan, sizes, finished | copied, exclude)
         if not fitted:  # the initial parameters and the baseline only when needed
             if todo or previous is None or "baseline" not in previous:
@@ -685,27 +704,22 @@ def dry_run(config: ExperimentConfig, out: str | Path, *, data_dir: str | None =
     timed("")  # closes the last phase
     timings.pop("", None)
     store = ResultsDir(Path(out))
-    recorded: dict[int, int] = {}  # the chunk sizes of the sweep in ``out``, if any
     finished: set[str] = set()
-    exclude: set[str] = set()
+    scan = previous = None  # of the sweep in ``out``, if it holds this one
     note = ""
     if store.manifest_path.is_file():
-        previous = store.read_manifest()
-        if previous.get("config_hash") == config_hash(config):
-            scan = store.scan()
+        recorded = store.read_manifest()
+        if recorded.get("config_hash") == config_hash(config):
+            previous, scan = recorded, store.scan()
             for key in set(scan.damaged) | scan.failed():  # computed again, as run_experiment
                 scan.committed.pop(key, None)
             finished = scan.run_ids() & plan.run_ids
-            exclude = reused_run_ids(scan)
-            recorded = {int(k): int(v) for k, v in (previous.get("chunk_sizes") or {}).items()}
         else:
             note = (f"{store.path} holds another sweep: a run into it would be refused "
                     f"(choose another --out)")
-    copied = {rid for item in find_reusable(plan, reuse, plan.run_ids - finished, store.path)
-              for rid in item.run_ids}
-    sizes = {g.index: recorded.get(g.index) or chunk_size
-             or default_chunk_size(plan, g, exclude | copied) for g in plan.groups}
-    todo, _ = pending_jobs(plan, sizes, finished | copied, exclude | copied)
+    _, copied, exclude, sizes = _chunking(plan, store.path, finished, scan, previous,
+                                          chunk_size, reuse)
+    todo, _ = pending_jobs(plan, sizes, finished | copied, exclude)
     workers = workers or driver.default_workers()
     groups = []
     for g in plan.groups:
